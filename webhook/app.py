@@ -1,0 +1,81 @@
+"""The Flask app factory: settings, policies and routes wired together; no admission logic here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from flask import Flask, Response
+from flask.json.provider import JSONProvider
+from werkzeug.exceptions import HTTPException
+
+from .errors import PolicyError
+from .logs import configure as configure_logging
+from .namespaces import StaticNamespaceLabels, load_namespace_labels
+from .policy import NamespaceLabels
+from .settings import Settings
+from .store import PolicyStore
+
+log = logging.getLogger("podgate")
+
+
+class OrjsonProvider(JSONProvider):
+    """Flask's JSON through orjson: the webhook serialises on every Pod creation."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+
+@dataclass
+class State:
+    """What the views need, kept on ``app.extensions["podgate"]``."""
+
+    settings: Settings
+    store: PolicyStore
+    namespace_labels: NamespaceLabels
+
+    @property
+    def ready(self) -> bool:
+        return self.store.current is not None
+
+
+def json_error(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"error": message, "status": status}), status=status,
+                    mimetype="application/json")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app; raise PolicyError at startup if the policies cannot be loaded."""
+    settings = settings or Settings.from_env()
+    configure_logging()
+    app = Flask("podgate")
+    app.json = OrjsonProvider(app)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+
+    store = PolicyStore(settings.policy_dir)
+    if not store.load():
+        raise PolicyError(store.last_error or "policies could not be loaded")
+    store.watch(settings.reload_interval)
+    labels = (load_namespace_labels(settings.namespace_labels_file)
+              if settings.namespace_labels_file else StaticNamespaceLabels())
+    app.extensions["podgate"] = State(settings, store, labels)
+
+    from .views import bp
+
+    app.register_blueprint(bp)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return json_error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return json_error(500, "internal error; see podgate's logs")
+
+    return app

@@ -1,0 +1,256 @@
+"""Proxy injection: decide whether a Pod gets the mesh proxy, and build the JSON Patch that adds it.
+
+The patch is built straight from the injection plan (no deep copy, no diff): arrays the Pod
+lacks are added whole, keys are escaped (RFC 6901), ``metadata.managedFields`` is never
+touched. The same plan yields the patched Pod, so ``podgate inject`` and ``/mutate`` cannot
+disagree. A ``podgate.io/status`` annotation records what was injected; a Pod that has it, or
+already carries the proxy, is left alone, which makes injection idempotent under reinvocation.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from kubernetes.utils.quantity import parse_quantity
+
+from .errors import InjectionError
+from .pods import Pod
+from .selectors import Labels
+
+STATUS_ANNOTATION = "podgate.io/status"
+PROXY_CPU_ANNOTATION = "podgate.io/proxy-cpu"
+PROXY_MEMORY_ANNOTATION = "podgate.io/proxy-memory"
+EXCLUDE_INBOUND_ANNOTATION = "podgate.io/exclude-inbound-ports"
+EXCLUDE_OUTBOUND_ANNOTATION = "podgate.io/exclude-outbound-ports"
+MAX_EXCLUDED_PORTS = 64
+
+
+def escape(key: str) -> str:
+    """RFC 6901: ``~`` first, then ``/``."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+@dataclass(frozen=True)
+class Injector:
+    """A MeshProfile's injection section, compiled once at policy load."""
+
+    profile: str
+    proxy_name: str
+    proxy_uid: int
+    mode: str  # native | classic
+    container: Mapping[str, Any]  # the proxy container, complete but for per-Pod overrides
+    redirect: Mapping[str, Any] | None  # the traffic-redirect init container template
+    redirect_ports: Mapping[str, Any]
+    volumes: tuple[Mapping[str, Any], ...]
+    max_cpu: Decimal | None
+    max_memory: Decimal | None
+    profile_hash: str = field(default="")
+
+
+def compile_injector(profile: str, proxy_name: str, proxy_uid: int, spec: Mapping[str, Any]) -> Injector | None:
+    """Turn ``spec.injection`` of a MeshProfile into an Injector (None: the profile only validates)."""
+    if not spec or "container" not in spec:
+        return None
+    container = dict(copy.deepcopy(spec["container"]))
+    container["name"] = proxy_name
+    security = dict(container.get("securityContext") or {})
+    capabilities = dict(security.get("capabilities") or {})
+    capabilities["drop"] = ["ALL"]
+    security.update(runAsUser=proxy_uid, runAsNonRoot=True, readOnlyRootFilesystem=True,
+                    allowPrivilegeEscalation=False, capabilities=capabilities)
+    container["securityContext"] = security
+    mode = spec.get("mode", "native")
+    if mode == "native":
+        container["restartPolicy"] = "Always"
+    # Keep the API server's field order stable: name first reads best in golden files.
+    container = {"name": proxy_name, **{k: v for k, v in container.items() if k != "name"}}
+    redirect = None
+    ports: dict[str, Any] = {}
+    if (redirect_spec := spec.get("redirect")) is not None:
+        redirect = {k: v for k, v in redirect_spec.items() if k not in ("ports",)}
+        ports = dict(redirect_spec.get("ports") or {})
+    limits = (container.get("resources") or {}).get("limits") or {}
+    overrides = spec.get("overrides") or {}
+    max_cpu = overrides.get("maxCPU", limits.get("cpu"))
+    max_memory = overrides.get("maxMemory", limits.get("memory"))
+    digest = hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    return Injector(
+        profile=profile, proxy_name=proxy_name, proxy_uid=proxy_uid, mode=mode, container=container,
+        redirect=redirect, redirect_ports=ports, volumes=tuple(spec.get("volumes") or ()),
+        max_cpu=parse_quantity(max_cpu) if max_cpu is not None else None,
+        max_memory=parse_quantity(max_memory) if max_memory is not None else None,
+        profile_hash=digest)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What /mutate answers: a patch and the patched Pod, or why nothing is injected."""
+
+    skip: str | None = None
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    pod: Any = None
+
+
+def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
+    """Why this Pod gets no proxy (None: inject). A pure predicate, in the order Istio checks."""
+    mesh = policy.mesh
+    if mesh is None:
+        return f'policy "{policy.name}" has no mesh'
+    if pod.is_mirror:
+        return "mirror pod (managed by the kubelet)"
+    if pod.host_network:
+        return "hostNetwork pod (shares the node's network)"
+    if STATUS_ANNOTATION in pod.annotations:
+        return "already injected (podgate.io/status is set)"
+    if pod.container(mesh.profile.proxy.name) is not None:
+        return f'already has a "{mesh.profile.proxy.name}" container'
+    if mesh.opted_out(pod):
+        return f'opted out ({mesh.annotation}: "false")'
+    if not mesh.requires(pod, labels):
+        return "not selected for the mesh by policy"
+    if mesh.profile.injector is None:
+        return f'mesh profile "{mesh.profile.name}" has no injection template'
+    return None
+
+
+def _ports_annotation(pod: Pod, key: str) -> list[int]:
+    raw = pod.annotations.get(key)
+    if raw is None:
+        return []
+    ports = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise InjectionError(f'annotation {key}: "{raw}" is not a comma-separated list of ports 1-65535')
+        ports.append(int(part))
+    if len(ports) > MAX_EXCLUDED_PORTS:
+        raise InjectionError(f"annotation {key}: at most {MAX_EXCLUDED_PORTS} ports, got {len(ports)}")
+    return ports
+
+
+def _quantity_annotation(pod: Pod, key: str, bound: Decimal | None) -> str | None:
+    raw = pod.annotations.get(key)
+    if raw is None:
+        return None
+    try:
+        value = parse_quantity(raw)
+    except ValueError:
+        raise InjectionError(f'annotation {key}: "{raw}" is not a Kubernetes quantity (e.g. 200m, 256Mi)') from None
+    if value <= 0:
+        raise InjectionError(f'annotation {key}: "{raw}" must be greater than zero')
+    if bound is not None and value > bound:
+        raise InjectionError(f'annotation {key}: "{raw}" exceeds the policy maximum {bound.normalize():f}')
+    return raw
+
+
+def _proxy_container(inj: Injector, pod: Pod) -> dict[str, Any]:
+    container = dict(inj.container)
+    cpu = _quantity_annotation(pod, PROXY_CPU_ANNOTATION, inj.max_cpu)
+    memory = _quantity_annotation(pod, PROXY_MEMORY_ANNOTATION, inj.max_memory)
+    if cpu or memory:
+        resources = dict(container.get("resources") or {})
+        requests = dict(resources.get("requests") or {})
+        if cpu:
+            requests["cpu"] = cpu
+        if memory:
+            requests["memory"] = memory
+        resources["requests"] = requests
+        container["resources"] = resources
+    return container
+
+
+def _redirect_container(inj: Injector, pod: Pod) -> dict[str, Any] | None:
+    if inj.redirect is None:
+        return None
+    ports = inj.redirect_ports
+    inbound = sorted({*ports.get("excludeInbound", ()), *_ports_annotation(pod, EXCLUDE_INBOUND_ANNOTATION)})
+    outbound = sorted({*ports.get("excludeOutbound", ()), *_ports_annotation(pod, EXCLUDE_OUTBOUND_ANNOTATION)})
+    values = {
+        "proxyUID": str(inj.proxy_uid),
+        "inboundPort": str(ports.get("inbound", "")),
+        "outboundPort": str(ports.get("outbound", "")),
+        "excludeInboundPorts": ",".join(map(str, inbound)),
+        "excludeOutboundPorts": ",".join(map(str, outbound)),
+    }
+    container = dict(inj.redirect)
+    container["args"] = [_fill(arg, values) for arg in container.get("args") or ()]
+    return container
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    out = template
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", value)
+    return out
+
+
+def _status(inj: Injector, init: list[str], containers: list[str], volumes: list[str]) -> str:
+    return orjson.dumps({"profile": inj.profile, "hash": inj.profile_hash, "initContainers": init,
+                         "containers": containers, "volumes": volumes}).decode()
+
+
+def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
+    """Decide and build the injection for one Pod; raise InjectionError for a bad override."""
+    reason = skip_reason(pod, policy, labels)
+    if reason is not None:
+        return Plan(skip=reason)
+    inj: Injector = policy.mesh.profile.injector
+    proxy = _proxy_container(inj, pod)
+    redirect = _redirect_container(inj, pod)
+    taken = {c.name for c in pod.containers}
+    for new in (proxy, redirect):
+        if new is not None and new["name"] in taken:
+            raise InjectionError(f'the pod already has a container named "{new["name"]}", which the mesh '
+                                 f'profile "{inj.profile}" injects')
+    raw = pod.raw
+    spec = raw["spec"]
+    ops: list[dict[str, Any]] = []
+    new_spec = dict(spec)
+
+    head = [c for c in (redirect, proxy if inj.mode == "native" else None) if c is not None]
+    if head:
+        existing = spec.get("initContainers")
+        if existing:
+            ops.extend({"op": "add", "path": f"/spec/initContainers/{i}", "value": c} for i, c in enumerate(head))
+            new_spec["initContainers"] = head + list(existing)
+        else:
+            ops.append({"op": "add", "path": "/spec/initContainers", "value": head})
+            new_spec["initContainers"] = head
+    if inj.mode == "classic":
+        ops.append({"op": "add", "path": "/spec/containers/-", "value": proxy})
+        new_spec["containers"] = list(spec["containers"]) + [proxy]
+
+    if inj.volumes:
+        existing_volumes = spec.get("volumes") or []
+        names = {v.get("name") for v in existing_volumes if isinstance(v, dict)}
+        for volume in inj.volumes:
+            if volume["name"] in names:
+                raise InjectionError(f'the pod already has a volume named "{volume["name"]}", which the mesh '
+                                     f'profile "{inj.profile}" injects')
+        if existing_volumes:
+            ops.extend({"op": "add", "path": "/spec/volumes/-", "value": v} for v in inj.volumes)
+        else:
+            ops.append({"op": "add", "path": "/spec/volumes", "value": list(inj.volumes)})
+        new_spec["volumes"] = list(existing_volumes) + list(inj.volumes)
+
+    status = _status(inj, [c["name"] for c in head], [proxy["name"]] if inj.mode == "classic" else [],
+                     [v["name"] for v in inj.volumes])
+    metadata = raw.get("metadata")
+    new_metadata = dict(metadata or {})
+    if metadata is None:
+        ops.append({"op": "add", "path": "/metadata", "value": {"annotations": {STATUS_ANNOTATION: status}}})
+        new_metadata = {"annotations": {STATUS_ANNOTATION: status}}
+    elif metadata.get("annotations") is None:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {STATUS_ANNOTATION: status}})
+        new_metadata["annotations"] = {STATUS_ANNOTATION: status}
+    else:
+        ops.append({"op": "add", "path": f"/metadata/annotations/{escape(STATUS_ANNOTATION)}", "value": status})
+        new_metadata["annotations"] = {**metadata["annotations"], STATUS_ANNOTATION: status}
+    patched = {**raw, "metadata": new_metadata, "spec": new_spec}
+    return Plan(patch=ops, pod=patched)

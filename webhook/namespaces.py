@@ -1,0 +1,60 @@
+"""Namespace labels, which an AdmissionRequest does not carry.
+
+Offline (``check``, ``inject``, tests) they come from a file or from Namespace objects in the
+input; a server without API access reads the same file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PodgateError
+from .selectors import Labels
+
+
+class NamespaceLabelsError(PodgateError):
+    """The namespace-labels file cannot be used."""
+
+
+class StaticNamespaceLabels:
+    """A fixed map namespace -> labels; callable as a NamespaceLabels lookup."""
+
+    def __init__(self, labels: Mapping[str, Labels] | None = None) -> None:
+        self.labels: dict[str, Labels] = dict(labels or {})
+
+    def __call__(self, namespace: str) -> Labels | None:
+        return self.labels.get(namespace)
+
+    def add_namespaces(self, objects: Iterable[Any]) -> None:
+        """Take labels from Namespace objects (e.g. found next to the Pods being checked)."""
+        for obj in objects:
+            if isinstance(obj, dict) and obj.get("kind") == "Namespace" and obj.get("apiVersion") == "v1":
+                meta = obj.get("metadata") or {}
+                name = meta.get("name")
+                labels = meta.get("labels") or {}
+                if isinstance(name, str) and isinstance(labels, dict):
+                    self.labels[name] = {str(k): str(v) for k, v in labels.items()}
+
+
+def load_namespace_labels(path: str | Path) -> StaticNamespaceLabels:
+    """Read ``{namespace: {label: value}}`` or Namespace objects (YAML/JSON, multi-document)."""
+    try:
+        docs = [d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d is not None]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise NamespaceLabelsError(f"{path}: cannot read namespace labels: {exc}") from exc
+    result = StaticNamespaceLabels()
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") in ("Namespace", "List", "NamespaceList"):
+            result.add_namespaces(doc.get("items") or [doc])
+            continue
+        if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+            raise NamespaceLabelsError(f"{path}: expected a map of namespace -> labels, or Namespace objects")
+        for name, labels in doc.items():
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+                raise NamespaceLabelsError(f"{path}: labels of namespace {name!r} must be strings")
+            result.labels[str(name)] = labels
+    return result

@@ -1,0 +1,287 @@
+"""A read-only view of a Pod: its containers, listeners, probes and UIDs, checked for shape.
+
+The rules work on this view rather than on raw dicts so that each rule stays short and every
+shape problem (a port that is a string, containers that are not a list) is found once, here,
+with the JSON pointer of the offending field.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PodShapeError
+
+PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
+PROBE_KINDS = ("livenessProbe", "readinessProbe", "startupProbe")
+PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc")
+WILDCARD_HOST_IPS = frozenset({"", "0.0.0.0", "::"})
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+class Role(enum.Enum):
+    """When a container runs, which decides whom it shares the network namespace with."""
+
+    INIT = "init"  # classic init container: runs alone, before the next one starts
+    SIDECAR = "sidecar"  # native sidecar: an init container with restartPolicy Always
+    APP = "app"  # spec.containers
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One entry of a container's ``ports``."""
+
+    port: int
+    protocol: str
+    name: str | None
+    host_port: int | None
+    host_ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A liveness/readiness/startup probe that targets a port (exec probes are left out)."""
+
+    kind: str  # livenessProbe, readinessProbe, startupProbe
+    handler: str  # httpGet, tcpSocket, grpc
+    port: int | str  # a number, or the name of a port of the same container
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A container with just the fields the rules need."""
+
+    name: str
+    role: Role
+    index: int  # position in initContainers (INIT, SIDECAR) or containers (APP)
+    listeners: tuple[Listener, ...]
+    probes: tuple[Probe, ...]
+    run_as_user: int | None  # effective: the container's securityContext, else the Pod's
+
+    def runs_with(self, other: Container) -> bool:
+        """Whether the two containers can be running at the same time (Kubernetes 1.28+)."""
+        a, b = self, other
+        if a.role is Role.INIT and b.role is Role.INIT:
+            return False  # classic init containers run one at a time
+        if Role.APP in (a.role, b.role) and Role.INIT in (a.role, b.role):
+            return False  # every classic init container has finished before apps start
+        if a.role is Role.INIT and b.role is Role.SIDECAR:
+            return b.index < a.index  # sidecars started before this init container run alongside
+        if b.role is Role.INIT and a.role is Role.SIDECAR:
+            return a.index < b.index
+        return True
+
+    def declares(self, port: int, protocol: str = "TCP") -> bool:
+        return any(lst.port == port and lst.protocol == protocol for lst in self.listeners)
+
+    def port_named(self, name: str) -> Listener | None:
+        for lst in self.listeners:
+            if lst.name == name:
+                return lst
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    """The parts of a Pod that podgate reasons about. ``raw`` is the object as received."""
+
+    raw: Mapping[str, Any]
+    namespace: str
+    display_name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    containers: tuple[Container, ...]  # init containers first, then app containers: Pod order
+    host_network: bool
+    restart_policy: str
+    automount_token: bool | None
+
+    @property
+    def is_mirror(self) -> bool:
+        return MIRROR_ANNOTATION in self.annotations
+
+    def container(self, name: str) -> Container | None:
+        for c in self.containers:
+            if c.name == name:
+                return c
+        return None
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], path: str, what: str) -> Any:
+    # bool is an int in Python; the Kubernetes API never accepts true for a number
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PodShapeError(path, f"expected {what}, got {_type_name(value)}")
+    return value
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _mapping(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    return _expect(value, dict, f"{path}/{key}", "an object")
+
+
+def _string_map(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, str]:
+    value = _mapping(obj, key, path)
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise PodShapeError(f"{path}/{key}/{_escape(k)}", f"expected a string, got {_type_name(v)}")
+    return value
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _port_number(value: Any, path: str) -> int:
+    _expect(value, int, path, "a port number")
+    if not 1 <= value <= 65535:
+        raise PodShapeError(path, f"port {value} is out of range 1-65535")
+    return value
+
+
+def _listener(raw: Any, path: str) -> Listener:
+    _expect(raw, dict, path, "an object")
+    port = _port_number(raw.get("containerPort"), f"{path}/containerPort")
+    protocol = raw.get("protocol") or "TCP"
+    if protocol not in PROTOCOLS:
+        raise PodShapeError(f"{path}/protocol", f"protocol must be TCP, UDP or SCTP, got {protocol!r}")
+    name = raw.get("name")
+    if name is not None:
+        _expect(name, str, f"{path}/name", "a string")
+    host_port = raw.get("hostPort")
+    if host_port is not None and host_port != 0:
+        host_port = _port_number(host_port, f"{path}/hostPort")
+    else:
+        host_port = None
+    host_ip = raw.get("hostIP") or ""
+    _expect(host_ip, str, f"{path}/hostIP", "a string")
+    return Listener(port, protocol, name or None, host_port, host_ip)
+
+
+def _probe_port(value: Any, path: str) -> int | str:
+    if isinstance(value, str):
+        # the kubelet falls back to parsing a name as a number (prober.extractPort)
+        return int(value) if value.isdigit() else value
+    return _port_number(value, path)
+
+
+def _probes(raw: Mapping[str, Any], path: str) -> tuple[Probe, ...]:
+    found = []
+    for kind in PROBE_KINDS:
+        probe = raw.get(kind)
+        if probe is None:
+            continue
+        _expect(probe, dict, f"{path}/{kind}", "an object")
+        for handler in PROBE_HANDLERS:
+            action = probe.get(handler)
+            if action is None:
+                continue
+            _expect(action, dict, f"{path}/{kind}/{handler}", "an object")
+            if "port" not in action:
+                raise PodShapeError(f"{path}/{kind}/{handler}/port", "a probe needs a port")
+            found.append(Probe(kind, handler, _probe_port(action["port"], f"{path}/{kind}/{handler}/port")))
+    return tuple(found)
+
+
+def _run_as_user(raw: Mapping[str, Any], path: str) -> int | None:
+    ctx = _mapping(raw, "securityContext", path)
+    uid = ctx.get("runAsUser")
+    if uid is None:
+        return None
+    return _expect(uid, int, f"{path}/securityContext/runAsUser", "a user ID")
+
+
+def _container(raw: Any, path: str, role: Role, index: int, pod_uid: int | None) -> Container:
+    _expect(raw, dict, path, "a container object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise PodShapeError(f"{path}/name", "a container needs a name")
+    ports = raw.get("ports") or []
+    _expect(ports, list, f"{path}/ports", "a list")
+    listeners = tuple(_listener(p, f"{path}/ports/{i}") for i, p in enumerate(ports))
+    uid = _run_as_user(raw, path)
+    return Container(name, role, index, listeners, _probes(raw, path), pod_uid if uid is None else uid)
+
+
+def _container_list(spec: Mapping[str, Any], key: str, path: str) -> list[Any]:
+    value = spec.get(key)
+    if value is None:
+        return []
+    return _expect(value, list, f"{path}/{key}", "a list")
+
+
+def iter_containers(spec: Mapping[str, Any], path: str, pod_uid: int | None) -> Iterator[Container]:
+    """Init containers (classic or native sidecar) in order, then app containers."""
+    for i, raw in enumerate(_container_list(spec, "initContainers", path)):
+        cpath = f"{path}/initContainers/{i}"
+        _expect(raw, dict, cpath, "a container object")
+        policy = raw.get("restartPolicy")
+        if policy not in (None, "Always"):
+            raise PodShapeError(f"{cpath}/restartPolicy", f"only 'Always' is allowed, got {policy!r}")
+        yield _container(raw, cpath, Role.SIDECAR if policy == "Always" else Role.INIT, i, pod_uid)
+    for i, raw in enumerate(_container_list(spec, "containers", path)):
+        yield _container(raw, f"{path}/containers/{i}", Role.APP, i, pod_uid)
+
+
+def pod_name(metadata: Mapping[str, Any]) -> str:
+    """A name for messages: controller-made Pods have only ``generateName`` at admission."""
+    name = metadata.get("name")
+    if isinstance(name, str) and name:
+        return name
+    generate = metadata.get("generateName")
+    if isinstance(generate, str) and generate:
+        return f"{generate}<generated>"
+    return "<unnamed>"
+
+
+def parse_pod(raw: Any, namespace: str | None = None) -> Pod:
+    """Build the view of a Pod object; raise PodShapeError naming the first malformed field.
+
+    ``namespace`` comes from the AdmissionRequest: Pods made by controllers may not carry
+    ``metadata.namespace`` yet.
+    """
+    _expect(raw, dict, "", "a Pod object")
+    metadata = _mapping(raw, "metadata", "")
+    spec = raw.get("spec")
+    _expect(spec, dict, "/spec", "an object")
+    security = _mapping(spec, "securityContext", "/spec")
+    pod_uid = security.get("runAsUser")
+    if pod_uid is not None:
+        _expect(pod_uid, int, "/spec/securityContext/runAsUser", "a user ID")
+    containers = tuple(iter_containers(spec, "/spec", pod_uid))
+    if not any(c.role is Role.APP for c in containers):
+        raise PodShapeError("/spec/containers", "a Pod needs at least one container")
+    seen: set[str] = set()
+    for c in containers:
+        if c.name in seen:
+            raise PodShapeError("/spec", f"container name {c.name!r} is used twice")
+        seen.add(c.name)
+    host_network = spec.get("hostNetwork", False)
+    _expect(host_network, bool, "/spec/hostNetwork", "a boolean")
+    automount = spec.get("automountServiceAccountToken")
+    if automount is not None:
+        _expect(automount, bool, "/spec/automountServiceAccountToken", "a boolean")
+    restart = spec.get("restartPolicy") or "Always"
+    _expect(restart, str, "/spec/restartPolicy", "a string")
+    ns = namespace or metadata.get("namespace") or "default"
+    _expect(ns, str, "/metadata/namespace", "a string")
+    return Pod(
+        raw=raw,
+        namespace=ns,
+        display_name=pod_name(metadata),
+        labels=_string_map(metadata, "labels", "/metadata"),
+        annotations=_string_map(metadata, "annotations", "/metadata"),
+        containers=containers,
+        host_network=host_network,
+        restart_policy=restart,
+        automount_token=automount,
+    )

@@ -1,0 +1,285 @@
+"""Policy files: load YAML, check it against the JSON Schema, compile it into lookup tables.
+
+Everything a request needs is computed here, once, at load time: per-rule actions, compiled
+selectors, namespace sets, the proxy's reserved ports. A policy set is built whole or not at
+all; a caller that holds the previous set keeps it when loading the new one fails.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import PolicyError
+from .inject import Injector, compile_injector
+from .pods import Pod
+from .rules import RULES, Action, ProxySpec, Subject
+from .selectors import Labels, Selector, compile_selector
+
+API_VERSION = "podgate.io/v1alpha1"
+SCHEMA_FILE = "policy.schema.json"
+POLICY_SUFFIXES = (".yaml", ".yml")
+DEFAULT_ANNOTATION = "podgate.io/inject"
+
+# Namespace labels are not in an AdmissionRequest: callers pass a lookup (a static map offline,
+# the watch-backed cache in a cluster). None means "unknown".
+NamespaceLabels = Callable[[str], Labels | None]
+
+
+def no_namespace_labels(_namespace: str) -> Labels | None:
+    return None
+
+
+def default_policy_dir() -> Path:
+    """The policies shipped with podgate: ``policies/`` in a checkout, package data when installed."""
+    return Path(str(resources.files("webhook.policies")))
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads((default_policy_dir() / SCHEMA_FILE).read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+@dataclass(frozen=True)
+class MeshProfile:
+    """A mesh proxy as data: what the rules guard, and (``injection``) what /mutate adds."""
+
+    name: str
+    proxy: ProxySpec
+    injector: Injector | None  # None: the profile only guards the proxy, it does not inject it
+    source: str
+
+
+@dataclass(frozen=True)
+class MeshSelection:
+    """Which Pods a policy puts in the mesh."""
+
+    profile: MeshProfile
+    namespaces: frozenset[str]
+    namespace_selector: Selector | None
+    pod_selector: Selector | None
+    annotation: str
+    allow_opt_out: bool
+
+    def opted_out(self, pod: Pod) -> bool:
+        return self.allow_opt_out and pod.annotations.get(self.annotation) == "false"
+
+    def requires(self, pod: Pod, namespace_labels: Labels | None) -> bool:
+        """The policy says this Pod must carry the proxy (opt-in, namespace, or Pod labels)."""
+        if self.opted_out(pod):
+            return False
+        if pod.annotations.get(self.annotation) == "true" or pod.namespace in self.namespaces:
+            return True
+        if self.namespace_selector is not None and namespace_labels is not None \
+                and self.namespace_selector(namespace_labels):
+            return True
+        return self.pod_selector is not None and self.pod_selector(pod.labels)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One compiled Policy document."""
+
+    name: str
+    source: str
+    actions: Mapping[str, Action]
+    match_namespaces: frozenset[str] | None = None
+    match_selector: Selector | None = None
+    exempt_namespaces: frozenset[str] = frozenset()
+    exempt_selector: Selector | None = None
+    mesh: MeshSelection | None = None
+
+    @property
+    def is_default(self) -> bool:
+        return self.match_namespaces is None and self.match_selector is None
+
+    def governs(self, namespace: str, namespace_labels: Labels | None) -> bool:
+        if self.match_namespaces is not None and namespace in self.match_namespaces:
+            return True
+        return self.match_selector is not None and namespace_labels is not None \
+            and self.match_selector(namespace_labels)
+
+    def exemption(self, pod: Pod) -> str | None:
+        """Why the Pod is exempt from this policy, or None."""
+        if pod.namespace in self.exempt_namespaces:
+            return f'namespace "{pod.namespace}" is exempt in policy "{self.name}"'
+        if self.exempt_selector is not None and self.exempt_selector(pod.labels):
+            return f'pod labels match the exemptions of policy "{self.name}"'
+        return None
+
+    def subject(self, pod: Pod, namespace_labels: Labels | None) -> Subject:
+        """The input of the rules: the Pod plus what this policy says about its mesh."""
+        if self.mesh is None:
+            return Subject(pod)
+        return Subject(pod, self.mesh.profile.proxy, self.mesh.requires(pod, namespace_labels))
+
+
+BUILTIN_POLICY = Policy(name="builtin", source="<builtin>", actions={})
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """All policies of a directory, in file order; the first whose ``match`` fits governs a Pod."""
+
+    policies: tuple[Policy, ...]
+    profiles: Mapping[str, MeshProfile]
+    sources: tuple[str, ...]
+    default: Policy = BUILTIN_POLICY
+    _scoped: tuple[Policy, ...] = field(default=(), repr=False)
+
+    def governing(self, namespace: str, namespace_labels: Labels | None) -> Policy:
+        for policy in self._scoped:
+            if policy.governs(namespace, namespace_labels):
+                return policy
+        return self.default
+
+
+def _json_path(path: Any) -> str:
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
+    return "/" + "/".join(parts) if parts else "/"
+
+
+def _schema_errors(doc: Any, where: str) -> list[str]:
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    out = []
+    for error in errors:
+        # a failed if/then reports on the deepest branch; that is the useful message
+        best = jsonschema.exceptions.best_match([error]) if error.context else error
+        out.append(f"{where}: {_json_path(best.absolute_path)}: {best.message}")
+    return out
+
+
+def iter_policy_files(directory: Path) -> Iterator[Path]:
+    """Policy files in name order. Hidden entries are skipped: ConfigMap volumes keep their
+    versioned copies in ``..2024_...`` folders behind the ``..data`` symlink."""
+    for path in sorted(directory.iterdir()):
+        if not path.name.startswith(".") and path.suffix in POLICY_SUFFIXES and path.is_file():
+            yield path
+
+
+def read_documents(path: Path, label: str) -> list[tuple[str, Any]]:
+    """Parse every YAML document of a file; raise PolicyError naming the file and line."""
+    try:
+        docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise PolicyError(f"{label}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{label}: not UTF-8 text: {exc.reason}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark else label
+        raise PolicyError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    return [(f"{label} (document {i})" if len(docs) > 1 else label, doc)
+            for i, doc in enumerate(docs) if doc is not None]
+
+
+def _reserved(entries: list[Any]) -> frozenset[tuple[int, str]]:
+    return frozenset((e, "TCP") if isinstance(e, int) else (e["port"], e.get("protocol", "TCP"))
+                     for e in entries)
+
+
+def _compile_profile(spec: Mapping[str, Any], name: str, where: str) -> MeshProfile:
+    proxy = spec["proxy"]
+    injection = spec.get("injection") or {}
+    redirect = injection.get("redirect") or {}
+    helpers = frozenset({redirect["name"]}) if redirect.get("name") else frozenset()
+    injector = compile_injector(name, proxy["name"], proxy["uid"], injection)
+    return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], _reserved(proxy["reservedPorts"]), helpers),
+                       injector, where)
+
+
+def _compile_policy(spec: Mapping[str, Any], name: str, where: str,
+                    profiles: Mapping[str, MeshProfile], errors: list[str]) -> Policy:
+    actions: dict[str, Action] = {}
+    for rule_id, action in (spec.get("rules") or {}).items():
+        if rule_id not in RULES:
+            errors.append(f"{where}: /spec/rules/{rule_id}: unknown rule; known rules: {', '.join(RULES)}")
+        actions[rule_id] = action
+    match = spec.get("match")
+    exemptions = spec.get("exemptions") or {}
+    mesh = None
+    if (mesh_spec := spec.get("mesh")) is not None:
+        profile = profiles.get(mesh_spec["profile"])
+        if profile is None:
+            errors.append(f"{where}: /spec/mesh/profile: no MeshProfile named {mesh_spec['profile']!r} "
+                          f"(known: {', '.join(sorted(profiles)) or 'none'})")
+        else:
+            mesh = MeshSelection(
+                profile=profile,
+                namespaces=frozenset(mesh_spec.get("namespaces") or ()),
+                namespace_selector=_selector(mesh_spec.get("namespaceSelector")),
+                pod_selector=_selector(mesh_spec.get("podSelector")),
+                annotation=mesh_spec.get("annotation", DEFAULT_ANNOTATION),
+                allow_opt_out=mesh_spec.get("allowOptOut", True))
+    return Policy(
+        name=name, source=where, actions=actions,
+        match_namespaces=frozenset(match.get("namespaces") or ()) if match else None,
+        match_selector=_selector(match.get("namespaceSelector")) if match else None,
+        exempt_namespaces=frozenset(exemptions.get("namespaces") or ()),
+        exempt_selector=_selector(exemptions.get("podSelector")),
+        mesh=mesh)
+
+
+def _selector(spec: Mapping[str, Any] | None) -> Selector | None:
+    return None if spec is None else compile_selector(spec)
+
+
+def load_policy_set(directory: str | Path | None = None) -> PolicySet:
+    """Load, check and compile every policy file of a directory; all errors in one PolicyError."""
+    root = Path(directory) if directory is not None else default_policy_dir()
+    if not root.is_dir():
+        raise PolicyError(f"{root}: not a directory of policy files")
+    docs: list[tuple[str, Any]] = []
+    errors: list[str] = []
+    sources = []
+    for path in iter_policy_files(root):
+        label = str(path)
+        sources.append(label)
+        try:
+            docs.extend(read_documents(path, label))
+        except PolicyError as exc:
+            errors.append(str(exc))
+    valid = []
+    for where, doc in docs:
+        problems = _schema_errors(doc, where)
+        errors.extend(problems)
+        if not problems:
+            valid.append((where, doc))
+    if not sources:
+        errors.append(f"{root}: no policy files (*.yaml) found")
+
+    profiles: dict[str, MeshProfile] = {}
+    for where, doc in valid:
+        if doc["kind"] == "MeshProfile":
+            name = doc["metadata"]["name"]
+            if name in profiles:
+                errors.append(f"{where}: /metadata/name: MeshProfile {name!r} is also defined in {profiles[name].source}")
+            profiles[name] = _compile_profile(doc["spec"], name, where)
+    policies: list[Policy] = []
+    for where, doc in valid:
+        if doc["kind"] == "Policy":
+            name = doc["metadata"]["name"]
+            if any(p.name == name for p in policies):
+                errors.append(f"{where}: /metadata/name: Policy {name!r} is defined twice")
+            policies.append(_compile_policy(doc["spec"], name, where, profiles, errors))
+    defaults = [p for p in policies if p.is_default]
+    if len(defaults) > 1:
+        errors.append(f"{defaults[1].source}: /spec/match: only one policy may omit match (the default); "
+                      f"{defaults[0].source} already does")
+    if errors:
+        raise PolicyError("\n".join(errors))
+    return PolicySet(
+        policies=tuple(policies), profiles=profiles, sources=tuple(sources),
+        default=defaults[0] if defaults else BUILTIN_POLICY,
+        _scoped=tuple(p for p in policies if not p.is_default))

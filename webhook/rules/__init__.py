@@ -1,0 +1,146 @@
+"""The rule engine: what a rule is, the registry of rules, and evaluation of a Pod against it.
+
+Rules are small pure functions over a ``Subject`` (a parsed Pod plus what the policy says about
+the mesh). They return violations and never raise to deny; the policy decides what each
+violation does (deny, warn, audit, off). Nothing here knows about HTTP or AdmissionReview.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from ..pods import Container, Pod
+
+Action = Literal["deny", "warn", "audit", "off"]
+ACTIONS: tuple[Action, ...] = ("deny", "warn", "audit", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One finding of one rule. Optional fields are filled where the rule has them."""
+
+    rule: str
+    message: str
+    containers: tuple[str, ...] = ()
+    port: int | None = None
+    protocol: str | None = None
+    host_ip: str | None = None
+    port_name: str | None = None
+    uid: int | None = None
+
+    def to_json(self, action: Action) -> dict[str, Any]:
+        """The ``check -o json`` shape: rule, action, message, containers, then the rule's fields."""
+        out: dict[str, Any] = {"rule": self.rule, "action": action, "message": self.message,
+                               "containers": list(self.containers)}
+        for key in ("port", "protocol", "host_ip", "port_name", "uid"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A violation together with the action the policy gives its rule."""
+
+    violation: Violation
+    action: Action
+
+    def to_json(self) -> dict[str, Any]:
+        return self.violation.to_json(self.action)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySpec:
+    """What the rules need to know about the mesh proxy a policy expects."""
+
+    name: str
+    uid: int
+    reserved: frozenset[tuple[int, str]]  # (port, protocol) pairs the proxy owns
+    helpers: frozenset[str] = frozenset()  # injected helper containers (traffic redirect)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A Pod and the mesh facts the policy established for it: the input of every rule."""
+
+    pod: Pod
+    proxy: ProxySpec | None = None  # None: the governing policy has no mesh
+    mesh_required: bool = False  # the policy selects the Pod for the mesh and it did not opt out
+
+    @cached_property
+    def proxy_container(self) -> Container | None:
+        return self.pod.container(self.proxy.name) if self.proxy else None
+
+    @cached_property
+    def meshed(self) -> bool:
+        """Selected by the mesh policy (and injectable), or already carrying the proxy."""
+        if self.proxy_container is not None:
+            return True
+        return self.mesh_required and not self.pod.host_network and not self.pod.is_mirror
+
+    @cached_property
+    def proxy_ports(self) -> frozenset[tuple[int, str]]:
+        """The reserved set plus whatever the proxy container itself declares."""
+        assert self.proxy is not None
+        declared = self.proxy_container.listeners if self.proxy_container else ()
+        return self.proxy.reserved | {(lst.port, lst.protocol) for lst in declared}
+
+    def is_mesh_own(self, container: Container) -> bool:
+        """The proxy and its injected helpers are exempt from the rules that guard the proxy."""
+        return self.proxy is not None and (
+            container.name == self.proxy.name or container.name in self.proxy.helpers)
+
+
+Check = Callable[[Subject], Iterable[Violation]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A registered rule: stable ID, default action, the check, and its documentation."""
+
+    id: str
+    default_action: Action
+    check: Check
+    summary: str  # one line: what it checks
+    why: str  # why it matters at runtime
+    fix: str  # what to change
+    example: str = field(default="")
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(rule_id: str, default_action: Action, *, summary: str, why: str, fix: str,
+         example: str = "") -> Callable[[Check], Check]:
+    """Register a check function under its rule ID."""
+
+    def register(check: Check) -> Check:
+        if rule_id in RULES:
+            raise ValueError(f"rule {rule_id!r} registered twice")
+        RULES[rule_id] = Rule(rule_id, default_action, check, summary, why, fix, example)
+        return check
+
+    return register
+
+
+def quote_pair(a: Container, b: Container) -> str:
+    return f'"{a.name}" and "{b.name}"'
+
+
+def evaluate(subject: Subject, actions: Mapping[str, Action]) -> list[Finding]:
+    """Run every rule that is not ``off`` and attach the policy's action to each violation."""
+    findings: list[Finding] = []
+    for r in RULES.values():
+        action = actions.get(r.id, r.default_action)
+        if action == "off":
+            continue
+        findings.extend(Finding(v, action) for v in r.check(subject))
+    return findings
+
+
+# Importing the rule modules registers their rules, in the order they are documented.
+from . import ports, probes, mesh  # noqa: E402,F401  (registration side effect)

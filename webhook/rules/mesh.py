@@ -1,0 +1,151 @@
+"""Rules that protect the service-mesh proxy: its ports, its UID, its presence, its lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..pods import Role
+from . import Subject, Violation, rule
+
+
+@rule("proxy-port-conflict", "deny",
+      summary="In a meshed Pod, a container other than the proxy declares (or probes) a port the proxy reserves.",
+      why="The proxy binds its reserved ports and redirects traffic through them: the app cannot bind the port, "
+          "or the proxy fails to start and the whole Pod loses its network.",
+      fix="Move the app to a port outside the proxy's reserved set.",
+      example="container app declares 15001/TCP, reserved by the proxy for outbound capture")
+def proxy_port_conflict(s: Subject) -> Iterator[Violation]:
+    if not s.meshed:
+        return
+    assert s.proxy is not None
+    reserved = s.proxy_ports
+    proxy = s.proxy_container
+    for c in s.pod.containers:
+        if s.is_mesh_own(c):
+            continue
+        clashes = [(lst.port, lst.protocol, "listens on") for lst in c.listeners if (lst.port, lst.protocol) in reserved]
+        clashes += [(p.port, "TCP", f"has a {p.kind} on") for p in c.probes
+                    if isinstance(p.port, int) and (p.port, "TCP") in reserved]
+        seen: set[tuple[int, str]] = set()
+        for port, protocol, verb in clashes:
+            if (port, protocol) in seen:
+                continue
+            seen.add((port, protocol))
+            shared = proxy is not None and proxy.declares(port, protocol)
+            if shared:
+                assert proxy is not None
+                pair = (proxy, c) if s.pod.containers.index(proxy) < s.pod.containers.index(c) else (c, proxy)
+                names = tuple(x.name for x in pair)
+                also = f', which the proxy "{proxy.name}" also declares'
+            else:
+                names, also = (c.name,), ""
+            yield Violation(
+                "proxy-port-conflict",
+                f'[proxy-port-conflict] container "{c.name}" {verb} {port}/{protocol}{also}: the mesh proxy '
+                f'"{s.proxy.name}" reserves that port; move the app to a port outside the proxy\'s reserved set',
+                names, port=port, protocol=protocol)
+
+
+@rule("proxy-uid-conflict", "deny",
+      summary="In a meshed Pod, a container other than the proxy runs as the proxy's UID.",
+      why="The traffic-redirect rules exempt the proxy's UID so the proxy's own traffic is not looped back; "
+          "an app running as that UID bypasses the mesh: no mTLS, no policy, no telemetry.",
+      fix="Run the container as another user (securityContext.runAsUser on the container or the Pod).",
+      example="container app runs as UID 1337, the proxy's UID")
+def proxy_uid_conflict(s: Subject) -> Iterator[Violation]:
+    if not s.meshed:
+        return
+    assert s.proxy is not None
+    uid = s.proxy.uid
+    for c in s.pod.containers:
+        if c.run_as_user == uid and not s.is_mesh_own(c):
+            yield Violation(
+                "proxy-uid-conflict",
+                f'[proxy-uid-conflict] container "{c.name}" runs as UID {uid}, the UID of the mesh proxy '
+                f'"{s.proxy.name}": its traffic bypasses the proxy; set another runAsUser for "{c.name}"',
+                (c.name,), uid=uid)
+
+
+@rule("missing-proxy", "deny",
+      summary="A Pod that policy says must be meshed reaches validation without the proxy container.",
+      why="The injection did not happen (the mutating webhook was skipped, failed open, or the Pod was edited): "
+          "the Pod would run outside the mesh, unencrypted and unseen by mesh policy.",
+      fix="Make sure podgate's mutating webhook runs for the Pod's namespace, or opt the Pod out explicitly.",
+      example="a Pod in a namespace labelled podgate.io/mesh=enabled without mesh-proxy")
+def missing_proxy(s: Subject) -> Iterator[Violation]:
+    pod = s.pod
+    if s.proxy is None or not s.mesh_required or s.proxy_container is not None:
+        return
+    if pod.host_network or pod.is_mirror:
+        return  # never injected: mesh-host-network says so for hostNetwork
+    yield Violation(
+        "missing-proxy",
+        f'[missing-proxy] pod "{pod.display_name}" must be meshed by policy but has no "{s.proxy.name}" '
+        f"container: check that podgate's mutating webhook covers namespace \"{pod.namespace}\", or opt the pod out")
+
+
+@rule("proxy-udp-port", "warn",
+      summary="In a meshed Pod, a container other than the proxy declares a UDP port.",
+      why="The proxy carries TCP only: UDP traffic to and from the Pod bypasses the mesh.",
+      fix="Accept that the UDP traffic is outside the mesh (set the rule to audit for this Pod's policy), "
+          "or serve it over TCP.",
+      example="container dns declares 53/UDP")
+def proxy_udp_port(s: Subject) -> Iterator[Violation]:
+    if not s.meshed:
+        return
+    assert s.proxy is not None
+    for c in s.pod.containers:
+        if s.is_mesh_own(c):
+            continue
+        for lst in c.listeners:
+            if lst.protocol == "UDP":
+                yield Violation(
+                    "proxy-udp-port",
+                    f'[proxy-udp-port] container "{c.name}" listens on {lst.port}/UDP: the mesh proxy carries TCP '
+                    f"only, so that traffic bypasses the mesh",
+                    (c.name,), port=lst.port, protocol="UDP")
+
+
+@rule("mesh-host-network", "warn",
+      summary="A Pod that policy says must be meshed uses hostNetwork.",
+      why="A hostNetwork Pod shares the node's network namespace; podgate never injects the proxy there, "
+          "so the Pod runs outside the mesh.",
+      fix="Drop hostNetwork if the Pod should be meshed, or opt it out of the mesh explicitly.",
+      example="a DaemonSet with hostNetwork: true in a meshed namespace")
+def mesh_host_network(s: Subject) -> Iterator[Violation]:
+    if s.proxy is not None and s.mesh_required and s.pod.host_network and s.proxy_container is None:
+        yield Violation(
+            "mesh-host-network",
+            f'[mesh-host-network] pod "{s.pod.display_name}" must be meshed by policy but uses hostNetwork: '
+            f"the proxy cannot be injected; drop hostNetwork or opt the pod out")
+
+
+@rule("proxy-no-identity", "warn",
+      summary="A meshed Pod sets automountServiceAccountToken: false.",
+      why="The proxy proves the workload's identity with the ServiceAccount token; without it, mTLS "
+          "certificates cannot be issued and the proxy cannot join the mesh.",
+      fix="Remove automountServiceAccountToken: false, or mount a projected token for the proxy.",
+      example="spec.automountServiceAccountToken: false in a meshed namespace")
+def proxy_no_identity(s: Subject) -> Iterator[Violation]:
+    if s.meshed and s.pod.automount_token is False:
+        yield Violation(
+            "proxy-no-identity",
+            f'[proxy-no-identity] pod "{s.pod.display_name}" is meshed but sets automountServiceAccountToken: '
+            f"false: the proxy cannot obtain its workload identity; remove the setting or project a token")
+
+
+@rule("proxy-blocks-completion", "warn",
+      summary="A Pod with restartPolicy Never or OnFailure carries the proxy as a classic container.",
+      why="A classic proxy container never exits, so a Job's Pod never completes and the Job hangs.",
+      fix="Inject the proxy as a native sidecar (mode: native), which Kubernetes stops when the app exits.",
+      example="a Job Pod with mesh-proxy in spec.containers")
+def proxy_blocks_completion(s: Subject) -> Iterator[Violation]:
+    proxy = s.proxy_container
+    if proxy is None or proxy.role is not Role.APP or s.pod.restart_policy not in ("Never", "OnFailure"):
+        return
+    yield Violation(
+        "proxy-blocks-completion",
+        f'[proxy-blocks-completion] the mesh proxy "{proxy.name}" is a regular container in a pod with '
+        f"restartPolicy {s.pod.restart_policy}: it never exits, so the pod never completes; inject it as a native "
+        f"sidecar (mode: native)",
+        (proxy.name,))

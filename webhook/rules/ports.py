@@ -1,0 +1,114 @@
+"""Rules about listeners that clash in the Pod's shared network namespace or on the node.
+
+Each rule groups listeners by key in one pass, so the cost is linear in the number of ports;
+only containers that share a key are compared pairwise (that is the size of the answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import combinations
+
+from ..pods import WILDCARD_HOST_IPS, Container, Role
+from . import Subject, Violation, quote_pair, rule
+
+
+def _group(pairs: Iterator[tuple[object, Container]]) -> dict[object, list[Container]]:
+    """key -> the distinct containers that have it, in Pod order."""
+    groups: dict[object, list[Container]] = {}
+    for key, container in pairs:
+        members = groups.setdefault(key, [])
+        if not members or members[-1] is not container:
+            members.append(container)
+    return groups
+
+
+def _lifetime_note(a: Container, b: Container) -> str:
+    """Say why two init containers overlap: it is the non-obvious case of the lifetime table."""
+    if Role.INIT in (a.role, b.role):
+        sidecar, init = (a, b) if a.role is Role.SIDECAR else (b, a)
+        return f' (native sidecar "{sidecar.name}" is still running when init container "{init.name}" starts)'
+    return ""
+
+
+@rule("port-collision", "deny",
+      summary="Two containers that run at the same time declare the same containerPort and protocol.",
+      why="All containers of a Pod share one network namespace: only one of them can bind the port; "
+          "the other crash-loops with 'address already in use', or a Service sends traffic to the wrong process.",
+      fix="Give one of the containers another containerPort (and make it listen there).",
+      example="containers app and metrics both declare 8080/TCP")
+def port_collision(s: Subject) -> Iterator[Violation]:
+    if s.pod.host_network:
+        return  # every containerPort is a host port: reported once, as host-port-collision
+    groups = _group(((lst.port, lst.protocol), c) for c in s.pod.containers for lst in c.listeners)
+    proxy = s.proxy_container if s.meshed else None
+    for (port, protocol), members in groups.items():
+        if len(members) < 2:
+            continue
+        for a, b in combinations(members, 2):
+            if not a.runs_with(b):
+                continue
+            if proxy is not None and proxy in (a, b) and (port, protocol) in s.proxy_ports:
+                continue  # reported once, as proxy-port-conflict
+            yield Violation(
+                "port-collision",
+                f"[port-collision] containers {quote_pair(a, b)} both listen on {port}/{protocol} in the "
+                f"pod's shared network namespace{_lifetime_note(a, b)}; give one of them another containerPort",
+                (a.name, b.name), port=port, protocol=protocol)
+
+
+def _host_ips_overlap(a: str, b: str) -> bool:
+    return a in WILDCARD_HOST_IPS or b in WILDCARD_HOST_IPS or a == b
+
+
+@rule("host-port-collision", "deny",
+      summary="Two containers that run at the same time take the same hostPort and protocol on overlapping host IPs "
+              "(with hostNetwork, every containerPort is a host port).",
+      why="A host port is bound on the node: the second container cannot bind it, and with hostNetwork the clash "
+          "is on the node's own network namespace.",
+      fix="Give one of the containers another hostPort, bind them to different specific hostIPs, or drop the "
+          "hostPort and use a Service.",
+      example="containers a and b both take hostPort 9000/TCP on 0.0.0.0")
+def host_port_collision(s: Subject) -> Iterator[Violation]:
+    host_network = s.pod.host_network
+    groups: dict[tuple[int, str], list[tuple[Container, str]]] = {}
+    for c in s.pod.containers:
+        for lst in c.listeners:
+            host_port = lst.host_port or (lst.port if host_network else None)
+            if host_port is not None:
+                groups.setdefault((host_port, lst.protocol), []).append((c, lst.host_ip))
+    for (port, protocol), members in groups.items():
+        if len(members) < 2:
+            continue
+        reported: set[tuple[str, str]] = set()
+        for (a, ip_a), (b, ip_b) in combinations(members, 2):
+            if a is b or (a.name, b.name) in reported or not a.runs_with(b):
+                continue
+            if not _host_ips_overlap(ip_a, ip_b):
+                continue
+            reported.add((a.name, b.name))
+            host_ip = ip_a if ip_a not in WILDCARD_HOST_IPS else (ip_b or "0.0.0.0")
+            where = "the node's network (hostNetwork)" if host_network else f"host IP {host_ip}"
+            yield Violation(
+                "host-port-collision",
+                f"[host-port-collision] containers {quote_pair(a, b)} both take host port {port}/{protocol} on "
+                f"{where}; give one of them another {'containerPort' if host_network else 'hostPort'}",
+                (a.name, b.name), port=port, protocol=protocol, host_ip=host_ip)
+
+
+@rule("duplicate-port-name", "warn",
+      summary="Two containers of the Pod declare a port with the same name.",
+      why="Services and probes resolve named ports; with two ports of one name, a Service's targetPort picks "
+          "one of them and traffic meant for the other goes astray. The API server only checks names within one "
+          "container.",
+      fix="Rename one of the ports so each name is unique in the Pod.",
+      example="containers web and sidecar both name a port http")
+def duplicate_port_name(s: Subject) -> Iterator[Violation]:
+    groups = _group((lst.name, c) for c in s.pod.containers for lst in c.listeners if lst.name)
+    for name, members in groups.items():
+        for a, b in combinations(members, 2):
+            yield Violation(
+                "duplicate-port-name",
+                f'[duplicate-port-name] containers {quote_pair(a, b)} both name a port "{name}"; a Service '
+                f"targetPort \"{name}\" is ambiguous: rename one of them",
+                (a.name, b.name), port_name=str(name))

@@ -1,0 +1,44 @@
+"""Server settings, read from the environment in exactly one place (``Settings.from_env``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own limit on an object is 3 MiB
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``create_app`` needs; tests build one directly."""
+
+    policy_dir: Path | None = None  # None: the bundled policies
+    reload_interval: float = 2.0  # seconds between checks of the policy files; 0 disables
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES + 64 * 1024  # room for the AdmissionReview envelope
+    namespace_labels_file: Path | None = None  # static namespace labels (offline / no API access)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls()
+        if value := env.get("PODGATE_POLICIES"):
+            settings = replace(settings, policy_dir=Path(value))
+        if value := env.get("PODGATE_RELOAD_INTERVAL"):
+            settings = replace(settings, reload_interval=float(value))
+        if value := env.get("PODGATE_MAX_BODY_BYTES"):
+            settings = replace(settings, max_body_bytes=int(value))
+        if value := env.get("PODGATE_NAMESPACE_LABELS"):
+            settings = replace(settings, namespace_labels_file=Path(value))
+        return settings
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of from_env: how ``podgate serve`` hands settings to gunicorn workers."""
+        env = {"PODGATE_RELOAD_INTERVAL": str(self.reload_interval),
+               "PODGATE_MAX_BODY_BYTES": str(self.max_body_bytes)}
+        if self.policy_dir is not None:
+            env["PODGATE_POLICIES"] = str(self.policy_dir)
+        if self.namespace_labels_file is not None:
+            env["PODGATE_NAMESPACE_LABELS"] = str(self.namespace_labels_file)
+        return env
