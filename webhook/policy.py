@@ -8,6 +8,7 @@ all; a caller that holds the previous set keeps it when loading the new one fail
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -160,6 +161,17 @@ def _schema_errors(doc: Any, where: str) -> list[str]:
     return out
 
 
+class PolicyLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. Under YAML 1.1 the action ``off`` would read as False."""
+
+
+PolicyLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+PolicyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def iter_policy_files(directory: Path) -> Iterator[Path]:
     """Policy files in name order. Hidden entries are skipped: ConfigMap volumes keep their
     versioned copies in ``..2024_...`` folders behind the ``..data`` symlink."""
@@ -171,7 +183,7 @@ def iter_policy_files(directory: Path) -> Iterator[Path]:
 def read_documents(path: Path, label: str) -> list[tuple[str, Any]]:
     """Parse every YAML document of a file; raise PolicyError naming the file and line."""
     try:
-        docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        docs = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=PolicyLoader))
     except OSError as exc:
         raise PolicyError(f"{label}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
