@@ -1,0 +1,77 @@
+"""Start a real ``podgate serve`` (gunicorn over TLS on 127.0.0.1) for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen[bytes]
+    url: str
+    ca: Path
+    cert_dir: Path
+    log: Path
+
+    def session(self) -> requests.Session:
+        s = requests.Session()
+        s.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify
+        s.verify = str(self.ca)
+        return s
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def live_server(tmp: Path, *args: str, env: dict[str, str] | None = None, workers: int = 2,
+                timeout: float = 30.0) -> Iterator[LiveServer]:
+    """Run ``podgate serve`` with a fresh self-signed certificate until the block ends."""
+    port = free_port()
+    cert_dir = tmp / "certs"
+    log = tmp / f"server-{port}.log"
+    cmd: Sequence[str] = [sys.executable, "-m", "webhook.cli", "serve", "--bind", f"127.0.0.1:{port}",
+                          "--cert-dir", str(cert_dir), "--workers", str(workers), *args]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                   start_new_session=True)
+    server = LiveServer(process, f"https://127.0.0.1:{port}", cert_dir / "ca.crt", cert_dir, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"podgate serve exited with {process.returncode}:\n{server.output()}")
+            try:
+                if requests.get(f"{server.url}/readyz", verify=str(server.ca), timeout=1).status_code == 200:
+                    break
+            except (requests.ConnectionError, requests.Timeout, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"podgate serve not ready after {timeout}s:\n{server.output()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
