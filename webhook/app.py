@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
 
-    store = PolicyStore(settings.policy_dir)
+    from . import metrics
+
+    store = PolicyStore(settings.policy_dir, on_reload=metrics.policy_reloaded)
     if not store.load():
         raise PolicyError(store.last_error or "policies could not be loaded")
     store.watch(settings.reload_interval)
@@ -68,6 +70,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .views import bp
 
     app.register_blueprint(bp)
+    if settings.metrics:
+        from .views import metrics_view
+
+        app.add_url_rule("/metrics", view_func=metrics_view, methods=["GET"])
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

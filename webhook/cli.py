@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def _print_json(obj: Any) -> None:
 # --- serve ------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import PodgateServer, ServerOptions
+    from .server import PodgateServer, ServerOptions, prepare_metrics_dir
     from .settings import Settings
 
     load_policy_set(args.policies)  # fail here, with the file and path, not in a booting worker
@@ -67,7 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(
         Settings.from_env(), policy_dir=Path(args.policies) if args.policies else None,
         reload_interval=args.reload_interval,
-        namespace_labels_file=Path(args.namespace_labels) if args.namespace_labels else None)
+        namespace_labels_file=Path(args.namespace_labels) if args.namespace_labels else None,
+        metrics=args.metrics)
     options = ServerOptions(bind=args.bind, certfile=cert, keyfile=key, workers=args.workers,
                             threads=args.threads, max_requests=args.max_requests,
                             client_ca=args.client_ca or "")
@@ -77,7 +79,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cacert = f"--cacert {ca}" if ca else "-k"
     print("try it:\n  curl -s " + cacert + " -H 'Content-Type: application/json' "
           f"https://{shown}:{port}/validate -d '{_DEMO_REVIEW}'", flush=True)
-    PodgateServer(settings, options).run()
+    metrics_dir, made_here = prepare_metrics_dir() if settings.metrics else (None, False)
+    try:
+        PodgateServer(settings, options).run()
+    finally:
+        if made_here and metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return EXIT_OK
 
 
@@ -274,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=0, help="recycle a worker after N requests (0: never)")
     p.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
                    help="how often to look for changed policy files (0: never)")
+    p.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=True,
+                   help="serve Prometheus metrics on /metrics, summed over the workers (default: on)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("review", help="answer one AdmissionReview request file, as the server would")

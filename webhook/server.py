@@ -6,9 +6,15 @@ handshake per request); TLS is 1.2+ with the library's modern cipher defaults.
 
 from __future__ import annotations
 
+import os
+import shutil
 import ssl
+import sys
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -30,9 +36,58 @@ class ServerOptions:
     client_ca: str = ""  # require client certificates signed by this CA (the API server's)
 
 
+def prepare_metrics_dir(environ: Any = os.environ) -> tuple[Path, bool]:
+    """Give the workers an empty ``PROMETHEUS_MULTIPROC_DIR`` (a new temp dir when unset).
+
+    Must run before ``prometheus_client`` is imported: it picks its value store at import time.
+    Files left by an earlier run would be summed into this one's counters, so the directory is
+    emptied. Returns the directory and whether it was made here (and should be removed at exit).
+    """
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess directory was set up")
+    if value := environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = Path(value)
+        directory.mkdir(parents=True, exist_ok=True)
+        for entry in directory.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        return directory, False
+    directory = Path(tempfile.mkdtemp(prefix="podgate-metrics-"))
+    environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory, True
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook: drop a dead worker's live gauges (its counters keep counting in the sum)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def _load_certificate(factory: Callable[[], ssl.SSLContext], attempts: int = 5,
+                      pause: float = 0.02) -> ssl.SSLContext:
+    """Build the context, retrying briefly while a rotation has replaced one file but not the other.
+
+    gunicorn reads the certificate and the key in two steps; between a writer's two renames (or
+    between the two reads) they may not match, and OpenSSL refuses the pair. The next try, a few
+    milliseconds later, sees both new files.
+    """
+    for attempt in range(attempts):
+        try:
+            return factory()
+        except (ssl.SSLError, OSError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
 def _ssl_context(client_ca: str) -> Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
     def ssl_context(conf: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        context = default_factory()  # loads certfile/keyfile: picked up anew per connection
+        context = _load_certificate(default_factory)  # read anew per connection: rotation needs no restart
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")  # TLS 1.2 suites; 1.3 suites are fixed
         if client_ca:
@@ -70,6 +125,7 @@ class PodgateServer(BaseApplication):
             "errorlog": "-",
             "loglevel": "info",
             "proc_name": "podgate",
+            "child_exit": _child_exit,
         }
         for key, value in values.items():
             self.cfg.set(key, value)

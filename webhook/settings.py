@@ -18,6 +18,7 @@ class Settings:
     reload_interval: float = 2.0  # seconds between checks of the policy files; 0 disables
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES + 64 * 1024  # room for the AdmissionReview envelope
     namespace_labels_file: Path | None = None  # static namespace labels (offline / no API access)
+    metrics: bool = True  # serve /metrics (Prometheus text format)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -31,12 +32,15 @@ class Settings:
             settings = replace(settings, max_body_bytes=int(value))
         if value := env.get("PODGATE_NAMESPACE_LABELS"):
             settings = replace(settings, namespace_labels_file=Path(value))
+        if value := env.get("PODGATE_METRICS"):
+            settings = replace(settings, metrics=value.lower() not in ("0", "false", "no", "off"))
         return settings
 
     def to_env(self) -> dict[str, str]:
         """The inverse of from_env: how ``podgate serve`` hands settings to gunicorn workers."""
         env = {"PODGATE_RELOAD_INTERVAL": str(self.reload_interval),
-               "PODGATE_MAX_BODY_BYTES": str(self.max_body_bytes)}
+               "PODGATE_MAX_BODY_BYTES": str(self.max_body_bytes),
+               "PODGATE_METRICS": "true" if self.metrics else "false"}
         if self.policy_dir is not None:
             env["PODGATE_POLICIES"] = str(self.policy_dir)
         if self.namespace_labels_file is not None:

@@ -7,6 +7,7 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
+from . import metrics
 from .admission import Context, Outcome, Webhook, review
 from .app import State, json_error
 from .review import dumps
@@ -28,7 +29,9 @@ def _admit(webhook: Webhook) -> Response:
     policies = state.store.current  # one read: the whole request sees one policy set
     assert policies is not None  # create_app refuses to start without one
     outcome = review(body, webhook, Context(policies, state.namespace_labels))
-    _log(webhook, outcome, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    _log(webhook, outcome, elapsed)
+    metrics.observe(webhook, outcome, elapsed)
     if outcome.response is None:
         assert outcome.error is not None
         return json_error(outcome.error.status, outcome.error.message)
@@ -63,6 +66,12 @@ def mutate() -> Response:
 @bp.get("/healthz")
 def healthz() -> Response:
     return Response("ok\n", mimetype="text/plain")
+
+
+def metrics_view() -> Response:
+    """Prometheus exposition, summed over all gunicorn workers (registered when metrics are on)."""
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
 
 
 @bp.get("/readyz")

@@ -1,0 +1,193 @@
+"""/metrics: what each decision counts (in-process), and exact totals across real gunicorn workers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
+
+from webhook import metrics
+from webhook.app import create_app
+from webhook.settings import Settings
+
+from .conftest import APISERVER_REVIEWS, recorded, review_for
+from .serving import client_context, serve, write_cert
+from .test_rules import PROXY, ctr, pod, port
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parse an exposition into {(sample name, sorted labels): value}."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(parsed: dict[Any, float], name: str, **labels: str) -> float:
+    return parsed.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def client():
+    app = create_app(Settings(reload_interval=0))
+    return app.test_client()
+
+
+def scrape(client) -> dict[Any, float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    return samples(response.get_data(as_text=True))
+
+
+def test_each_decision_is_counted_once_with_bounded_labels(client):
+    before = scrape(client)
+    dup = pod(ctr("app", port(8080)), ctr("metrics", port(8080)), ctr("x", port(9000, name="p")),
+              ctr("y", port(9001, name="p")))
+    meshed = pod(ctr("app", port(8080)), annotations={"podgate.io/inject": "true"})
+    injected = pod(ctr("app", port(8080)), init=(PROXY,), annotations={"podgate.io/inject": "true"})
+    host = pod(ctr("app", port(8080)), hostNetwork=True)
+    calls = [
+        ("/validate", review_for(dup)),                        # denied: port-collision deny, dup name warn
+        ("/validate", review_for(dup, operation="DELETE")),    # allowed without looking
+        ("/mutate", review_for(meshed)),                       # injected
+        ("/mutate", review_for(injected)),                     # skipped: proxy present
+        ("/mutate", review_for(host)),                         # skipped: host network
+        ("/mutate", review_for(dup, namespace="kube-system")),  # skipped: exempt
+        ("/validate", review_for({"spec": {"containers": "nope"}})),  # malformed object
+    ]
+    for path, body in calls:
+        assert client.post(path, json=body).status_code == 200
+    assert client.post("/validate", data=b"{", content_type="application/json").status_code == 400
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    req = "podgate_admission_requests_total"
+    assert delta(req, webhook="validate", operation="CREATE", result="denied") == 1
+    assert delta(req, webhook="validate", operation="DELETE", result="allowed") == 1
+    assert delta(req, webhook="validate", operation="CREATE", result="invalid") == 1
+    assert delta(req, webhook="validate", operation="unknown", result="invalid") == 1
+    assert delta(req, webhook="mutate", operation="CREATE", result="allowed") == 4
+    assert delta("podgate_violations_total", rule="port-collision", action="deny") == 1
+    assert delta("podgate_violations_total", rule="duplicate-port-name", action="warn") == 1
+    inj = "podgate_injections_total"
+    assert delta(inj, result="injected", reason="") == 1
+    assert delta(inj, result="skipped", reason="proxy-present") + delta(inj, result="skipped",
+                                                                        reason="already-injected") == 1
+    assert delta(inj, result="skipped", reason="host-network") == 1
+    assert delta(inj, result="skipped", reason="exempt") == 1
+    assert delta("podgate_admission_duration_seconds_count", webhook="validate") == 4
+    assert delta("podgate_admission_duration_seconds_count", webhook="mutate") == 4
+    assert value(after, "podgate_policy_last_reload_success") == 1
+
+
+@pytest.mark.parametrize("path", sorted(APISERVER_REVIEWS.glob("*mutate*.json")), ids=lambda p: p.name[:4])
+def test_recorded_mutations_have_named_skip_reasons(client, path):
+    """Every skip the real API server's requests produce maps to a named label, never "other"."""
+    from webhook.admission import Context, review
+    from webhook.policy import load_policy_set
+
+    outcome = review(path.read_bytes(), "mutate", Context(load_policy_set()))
+    if outcome.decision is not None and outcome.decision.allowed and not outcome.decision.injected:
+        assert metrics.skip_label(outcome.decision.reason) != "other", outcome.decision.reason
+
+
+def test_policy_reload_failure_is_counted(tmp_path):
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for good in (Path(metrics.__file__).parents[1] / "policies").glob("*.yaml"):
+        (policies / good.name).write_text(good.read_text())
+    app = create_app(Settings(policy_dir=policies, reload_interval=0))
+    store = app.extensions["podgate"].store
+    before = samples(metrics.exposition()[0].decode())
+    (policies / "default.yaml").write_text("apiVersion: podgate.io/v1alpha1\nkind: Policy\nspec: 3\n")
+    store.poll()
+    after = samples(metrics.exposition()[0].decode())
+    name = "podgate_policy_reloads_total"
+    assert value(after, name, result="failure") - value(before, name, result="failure") == 1
+    assert value(after, "podgate_policy_last_reload_success") == 0
+    assert store.current is not None  # the last good set stays
+
+
+def test_namespace_cache_hook():
+    metrics.set_namespace_cache(True, 7)
+    metrics.namespace_cache_event("relist")
+    parsed = samples(metrics.exposition()[0].decode())
+    assert value(parsed, "podgate_namespace_cache_synced") == 1
+    assert value(parsed, "podgate_namespace_cache_namespaces") == 7
+    assert value(parsed, "podgate_namespace_cache_events_total", event="relist") >= 1
+
+
+# --- across gunicorn workers -------------------------------------------------------------------
+
+def per_worker_requests(directory: Path) -> dict[int, float]:
+    """Requests counted by each worker, read straight from the multiprocess files."""
+    out: dict[int, float] = {}
+    for path in directory.glob("counter_*.db"):
+        pid = int(path.stem.split("_")[1])
+        for key, val, _ts, _pos in MmapedDict.read_all_values_from_file(str(path)):
+            if json.loads(key)[1] == "podgate_admission_requests_total":
+                out[pid] = out.get(pid, 0) + val
+    return out
+
+
+def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
+    """Two workers recycled every ~25 requests: /metrics still reports every request exactly once."""
+    ca = trustme.CA()
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    write_cert(ca, cert, key)
+    multiproc = tmp_path / "metrics"
+    multiproc.mkdir()
+    (multiproc / "counter_1.db").write_bytes(b"left over from an earlier run")  # must be cleared
+    validate = recorded("0004_validate_CREATE").copy()
+    denied = review_for(pod(ctr("app", port(8080)), ctr("metrics", port(8080))))
+    mutate = recorded("0003_mutate_CREATE")
+    context = client_context(ca)
+
+    def post(path: str, body: dict[str, Any]) -> int:
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+        try:  # a new connection each time, so both workers take some
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    plan = [("/validate", validate)] * 60 + [("/validate", denied)] * 25 + [("/mutate", mutate)] * 35
+    random.Random(7).shuffle(plan)
+    with serve(tmp_path, cert, key, "--workers", "2", "--threads", "4", "--max-requests", "25",
+               env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}, ca=ca) as server:
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda call: post(*call), plan))
+        assert statuses == [200] * len(plan)
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+        conn.request("GET", "/metrics")
+        parsed = samples(conn.getresponse().read().decode())
+        conn.close()
+        live = set(server.workers())
+        by_worker = per_worker_requests(multiproc)
+        live_gauge_pids = {int(p.stem.rsplit("_", 1)[1]) for p in multiproc.glob("gauge_live*.db")}
+
+    req = "podgate_admission_requests_total"
+    denied_count = sum(1 for _, body in plan if body is denied)
+    assert value(parsed, req, webhook="validate", operation="CREATE", result="allowed") == 60
+    assert value(parsed, req, webhook="validate", operation="CREATE", result="denied") == denied_count
+    assert value(parsed, req, webhook="mutate", operation="CREATE", result="allowed") == 35
+    assert value(parsed, "podgate_admission_duration_seconds_count", webhook="mutate") == 35
+    assert value(parsed, "podgate_injections_total", result="skipped", reason="not-selected") == 35
+    assert 1 not in by_worker  # the stale file was removed at start
+    assert sum(by_worker.values()) == len(plan)
+    assert len([pid for pid, n in by_worker.items() if n]) >= 3, by_worker  # 2 workers, recycled at least once
+    assert live_gauge_pids <= live, "a dead worker's live gauges were not marked dead"
