@@ -1,4 +1,4 @@
-"""The ``podgate`` command: serve, review, check, inject, policy lint, certs.
+"""The ``podgate`` command: serve, review, check, inject, test, explain, policy lint, certs.
 
 Exit codes are a contract for scripts and CI: 0 all allowed, 1 something denied (or a lint
 error), 2 bad input or usage, with a message on stderr naming the file and what is wrong.
@@ -18,16 +18,17 @@ from typing import Any
 import orjson
 
 from . import __version__
-from .admission import Context, Decision, decide, review
+from . import check, explain, suite
+from .admission import Context, review
 from .certs import DEFAULT_NAMES, ensure_self_signed, service_names, write_certificates
-from .errors import PodgateError, PodShapeError
-from .manifests import Document, dump_documents, iter_files, read_documents
+from .errors import PodgateError
+from .manifests import dump_documents, iter_files, read_documents
 from .namespaces import StaticNamespaceLabels, load_namespace_labels
-from .pods import parse_pod
+from .offline import STEPS, admit, pod_review
 from .policy import PolicySet, load_policy_set
-from .review import AdmissionRequest
+from .rules import RULES
 
-EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+from .check import EXIT_DENIED, EXIT_OK, EXIT_USAGE
 
 
 class UsageError(PodgateError):
@@ -117,100 +118,22 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 # --- check and inject -------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class CheckResult:
-    document: Document
-    namespace: str
-    name: str
-    allowed: bool
-    injected: bool
-    decision: Decision | None
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "source": self.document.source, "document": self.document.index, "kind": self.document.kind,
-            "namespace": self.namespace, "name": self.name, "allowed": self.allowed, "injected": self.injected,
-            "violations": [f.to_json() for f in self.decision.findings] if self.decision else []}
-        if self.error:
-            out["error"] = self.error
-        return out
-
-
-def _pod_request(pod: Any, namespace: str) -> AdmissionRequest:
-    """What the API server would send for creating this Pod."""
-    return AdmissionRequest(api_version="admission.k8s.io/v1", uid="podgate-check", kind="Pod", group="",
-                            resource="pods", sub_resource="", operation="CREATE", namespace=namespace,
-                            name=None, object=pod, old_object=None, dry_run=True, user={})
-
-
-def _load_documents(paths: list[str], labels: StaticNamespaceLabels) -> list[Document]:
-    docs = [doc for source in iter_files(paths) for doc in read_documents(source)]
-    labels.add_namespaces(d.obj for d in docs)
-    return docs
-
-
-def check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool) -> CheckResult:
-    """Mutate (unless told not to), then validate, as the API server would for this object."""
-    namespace = doc.namespace(default_namespace)
-    pod = doc.pod(namespace)
-    name = doc.name
-    if pod is None:
-        raise UsageError(f"{doc.source}: document {doc.index}: {doc.kind} {doc.name!r} has no pod template")
-    try:
-        parse_pod(pod, namespace)
-    except PodShapeError as exc:
-        raise UsageError(f"{doc.source}: document {doc.index}: {doc.kind} {name!r}: {exc}") from exc
-    request = _pod_request(pod, namespace)
-    injected = False
-    if inject:
-        mutation = decide(request, "mutate", ctx)
-        if not mutation.allowed:
-            return CheckResult(doc, namespace, name, False, False, mutation, error=mutation.message)
-        if mutation.injected:
-            injected = True
-            request = dataclasses.replace(request, object=mutation.patched_object)
-    decision = decide(request, "validate", ctx)
-    return CheckResult(doc, namespace, name, decision.allowed, injected, decision,
-                       error=None if decision.allowed or decision.findings else decision.message)
-
-
-_COLOURS = {"deny": "\033[31m", "warn": "\033[33m", "audit": "\033[36m", "ok": "\033[32m", "end": "\033[0m"}
-
-
-def _print_text(results: list[CheckResult], colour: bool) -> None:
-    def c(key: str, text: str) -> str:
-        return f"{_COLOURS[key]}{text}{_COLOURS['end']}" if colour else text
-
-    for r in results:
-        verdict = c("ok", "allowed") if r.allowed else c("deny", "DENIED")
-        extra = " (proxy injected)" if r.injected else ""
-        print(f"{r.document.source} [document {r.document.index}] {r.document.kind} {r.namespace}/{r.name}: "
-              f"{verdict}{extra}")
-        for f in r.decision.findings if r.decision else ():
-            print(f"  {c(f.action, f.action.ljust(5))} {f.violation.message}")
-        if r.error and not (r.decision and r.decision.findings):
-            print(f"  {c('deny', 'error')} {r.error}")
-    denied = sum(not r.allowed for r in results)
-    warned = sum(any(f.action == "warn" for f in (r.decision.findings if r.decision else ())) for r in results)
-    print(f"{len(results)} object{'s' if len(results) != 1 else ''} checked: {denied} denied, {warned} warned")
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     labels = _namespace_labels(args)
-    docs = _load_documents(args.paths, labels)
     ctx = Context(_policies(args), labels)
-    results = [check_document(d, ctx, args.namespace, not args.no_inject) for d in docs if d.has_pod]
+    report = check.run(args.paths, ctx, labels, args.namespace, not args.no_inject)
+    check.print_errors(report.errors)
     if args.output == "json":
-        _print_json({"results": [r.to_json() for r in results]})
+        _print_json(report.to_json())
     else:
-        _print_text(results, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
-    return EXIT_OK if all(r.allowed for r in results) else EXIT_DENIED
+        check.print_text(report, sys.stdout, colour=check.use_colour(sys.stdout))
+    return report.exit_code
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
     labels = _namespace_labels(args)
-    docs = _load_documents(args.paths, labels)
+    docs = [doc for source in iter_files(args.paths) for doc in read_documents(source)]
+    labels.add_namespaces(d.obj for d in docs)
     ctx = Context(_policies(args), labels)
     out = []
     for doc in docs:
@@ -221,15 +144,89 @@ def cmd_inject(args: argparse.Namespace) -> int:
         pod = doc.pod(namespace)
         if pod is None:
             raise UsageError(f"{doc.source}: document {doc.index}: {doc.kind} {doc.name!r} has no pod template")
-        mutation = decide(_pod_request(pod, namespace), "mutate", ctx)
-        if not mutation.allowed:
-            raise UsageError(f"{doc.source}: document {doc.index}: {mutation.message}")
-        if mutation.reason == "malformed object":
-            raise UsageError(f"{doc.source}: document {doc.index}: {mutation.message}")
-        out.append(doc.with_pod(mutation.patched_object) if mutation.injected else doc.obj)
-        if not mutation.injected:
-            print(f"{doc.source} [document {doc.index}] {doc.kind} {doc.name}: {mutation.reason}", file=sys.stderr)
+        result = admit(pod_review(pod, namespace, uid="podgate-inject"), "mutate", ctx)
+        if result.error or not result.allowed:
+            raise UsageError(f"{doc.source}: document {doc.index}: "
+                             f"{result.error or result.status.get('message', 'denied')}")
+        out.append(doc.with_pod(result.object) if result.injected else doc.obj)
+        if not result.injected:
+            reason = result.decision.reason if result.decision else "not injected"
+            print(f"{doc.source} [document {doc.index}] {doc.kind} {doc.name}: {reason}", file=sys.stderr)
     sys.stdout.write(dump_documents(out))
+    return EXIT_OK
+
+
+# --- test, explain ----------------------------------------------------------------------------
+
+def cmd_test(args: argparse.Namespace) -> int:
+    runner = suite.Runner(args.policies)
+    if args.init:
+        return _test_init(args, runner)
+    suites = [suite.load_suite(path, args.update_golden) for path in suite.find_suites(args.dir)]
+    colour = check.use_colour(sys.stdout) and args.output == "text"
+    results: list[tuple[suite.Suite, list[suite.CaseResult]]] = []
+    for s in suites:
+        if args.output == "text":
+            print(f"{s.path}: {s.name}" if s.name != str(s.path) else str(s.path))
+        got = []
+        for result in runner.run(s, args.run, args.update_golden):
+            got.append(result)
+            if args.output == "text":
+                _print_case(result, colour)
+        results.append((s, got))
+    cases = [r for _, got in results for r in got]
+    failed = sum(not r.passed for r in cases)
+    if args.output == "json":
+        _print_json({"suites": [{"file": str(s.path), "name": s.name, "cases": [r.to_json() for r in got]}
+                                for s, got in results],
+                     "summary": {"cases": len(cases), "passed": len(cases) - failed, "failed": failed}})
+    else:
+        print(f"{len(cases)} case{'s' if len(cases) != 1 else ''}: {len(cases) - failed} passed, {failed} failed")
+    if args.run and not cases:
+        raise UsageError(f"no case name contains {args.run!r}")
+    return EXIT_OK if failed == 0 else EXIT_DENIED
+
+
+def _print_case(result: suite.CaseResult, colour: bool) -> None:
+    def c(code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if colour else text
+
+    if result.passed:
+        print(f"  {c('32', 'PASS')} {result.case.name}")
+        return
+    print(f"  {c('31', 'FAIL')} {result.case.name}  ({result.case.suite}:{result.case.line})")
+    for failure in result.failures:
+        for i, line in enumerate(failure.splitlines()):
+            if colour and i and line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
+                line = c("32" if line.startswith("+") else "31", line)
+            print(f"       {line}")
+
+
+def _test_init(args: argparse.Namespace, runner: suite.Runner) -> int:
+    target = Path(args.dir)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target}: --init writes into a suite directory; give a directory")
+    suite_file, cases = suite.init_cases(args.init, target, runner, args.webhook, args.namespace)
+    suite.append_cases(suite_file, cases)
+    for case in cases:
+        expect = case["expect"]
+        verdict = "rejected" if "error" in expect else ("allowed" if expect["allowed"] else "denied")
+        rules = ", ".join(expect.get("rules", [])) or "no rules fired"
+        print(f"added case {case['name']!r} to {suite_file}: {verdict} ({rules})")
+    print("the expectations are what podgate answers today: review them, then run podgate test "
+          f"{args.dir}")
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    if args.markdown:
+        sys.stdout.write(explain.markdown())
+    elif args.rule is None:
+        sys.stdout.write(explain.rule_list())
+    elif args.rule in RULES:
+        sys.stdout.write(explain.rule_text(RULES[args.rule]))
+    else:
+        raise UsageError(explain.unknown_rule_message(args.rule))
     return EXIT_OK
 
 
@@ -304,6 +301,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default="default", help="namespace for objects that name none")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, or - for stdin")
     p.set_defaults(func=cmd_inject)
+
+    p = sub.add_parser("test", help="run test suites of recorded requests and manifests (podgate-test.yaml)",
+                       description="Run every podgate-test.yaml under DIR (or the suite file DIR). "
+                                   "Exit 0: all cases pass; 1: a case failed; 2: a suite is malformed.")
+    with_policies(p)
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("--run", metavar="TEXT", help="only the cases whose name contains TEXT")
+    p.add_argument("--update-golden", action="store_true",
+                   help="write the patched object into expect.patched files that differ (then review the diff)")
+    p.add_argument("--init", nargs="+", metavar="FILE",
+                   help="add a case to DIR/podgate-test.yaml for each recorded request or manifest, "
+                        "expecting what podgate answers today")
+    p.add_argument("--webhook", choices=STEPS,
+                   help="with --init: the webhook to call (default: from the file name for requests, "
+                        "admit for manifests)")
+    p.add_argument("--namespace", default="default", help="with --init: namespace for manifests that name none")
+    p.add_argument("dir", metavar="DIR", help="a directory of suites, or one suite file")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("explain", help="what a rule checks, why it matters, how to fix it")
+    p.add_argument("rule", nargs="?", metavar="RULE", help="a rule ID; none: list the rules")
+    p.add_argument("--markdown", action="store_true", help="print the rule reference (docs/rules.md)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("policy", help="work with policy files")
     psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")

@@ -1,0 +1,173 @@
+"""``podgate check`` on real trees: directories, stdin, multi-document YAML, List, every workload
+kind, the JSON contract, colour only on a terminal, and exit codes 0/1/2 (bad files are
+reported by name and the rest is still checked)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from webhook import check
+from webhook.cli import main
+
+from .conftest import CORPUS
+
+MANIFESTS = CORPUS / "manifests"
+
+POD_SPEC = {"containers": [{"name": "app", "image": "example/app:1", "ports": [{"containerPort": 8080}]},
+                           {"name": "metrics", "image": "example/m:1", "ports": [{"containerPort": 8080}]}]}
+TEMPLATE = {"metadata": {"labels": {"app": "x"}}, "spec": POD_SPEC}
+WORKLOADS = {
+    "Pod": {"apiVersion": "v1", "spec": POD_SPEC},
+    "Deployment": {"apiVersion": "apps/v1", "spec": {"selector": {}, "template": TEMPLATE}},
+    "StatefulSet": {"apiVersion": "apps/v1", "spec": {"selector": {}, "serviceName": "x", "template": TEMPLATE}},
+    "DaemonSet": {"apiVersion": "apps/v1", "spec": {"selector": {}, "template": TEMPLATE}},
+    "ReplicaSet": {"apiVersion": "apps/v1", "spec": {"selector": {}, "template": TEMPLATE}},
+    "ReplicationController": {"apiVersion": "v1", "spec": {"template": TEMPLATE}},
+    "Job": {"apiVersion": "batch/v1", "spec": {"template": TEMPLATE}},
+    "CronJob": {"apiVersion": "batch/v1", "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": TEMPLATE}}}},
+}
+
+
+def obj(kind: str, name: str, namespace: str | None = None) -> dict:
+    meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"kind": kind, "metadata": meta, **WORKLOADS[kind]}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["check", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def unparseable(path: Path) -> bool:
+    try:
+        list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        return False
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return True
+
+
+CORPUS_FILES = sorted(p for p in MANIFESTS.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+BAD_FILES = [p for p in CORPUS_FILES if unparseable(p)]
+
+
+def test_whole_corpus_without_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every manifest of the corpus in one run: bad files are named, the rest is still checked."""
+    assert len(CORPUS_FILES) > 400 and BAD_FILES
+    code, out, err = run(capsys, "-o", "json", str(MANIFESTS))
+    assert "Traceback" not in err
+    report = json.loads(out)
+    assert code == 2  # some files cannot be parsed
+    for bad in BAD_FILES:
+        assert f"podgate: {bad}:" in err
+    assert report["summary"]["files"] == len(CORPUS_FILES)
+    checked = {r["source"] for r in report["results"]}
+    assert checked and not checked & {str(b) for b in BAD_FILES}
+    for r in report["results"]:
+        assert set(r) >= {"source", "document", "kind", "namespace", "name", "allowed", "injected", "violations"}
+        assert isinstance(r["allowed"], bool) and isinstance(r["violations"], list)
+        if "error" in r:  # podgate could not check it (e.g. two containers with one name): says where
+            assert r["allowed"] is False and r["error"].startswith("podgate cannot check this Pod:")
+    assert report["summary"]["denied"] > 0 and report["summary"]["warned"] > 0
+
+
+@pytest.mark.parametrize("bad", BAD_FILES, ids=lambda p: p.name)
+def test_unparseable_corpus_file_exits_2_naming_it(capsys: pytest.CaptureFixture[str], bad: Path) -> None:
+    code, out, err = run(capsys, str(bad))
+    assert code == 2
+    assert err.startswith(f"podgate: {bad}:") and "Traceback" not in err
+    assert out.splitlines()[-1] == "0 objects checked: 0 denied, 0 warned, 1 not checked (errors)"
+
+
+def test_every_workload_kind_multi_document_list_and_directories(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    nested = tmp_path / "apps" / "team-a"
+    nested.mkdir(parents=True)
+    kinds = list(WORKLOADS)
+    (nested / "all.yaml").write_text(yaml.safe_dump_all([obj(k, k.lower(), "team-a") for k in kinds[:4]]))
+    (tmp_path / "apps" / "list.json").write_text(json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": [obj(k, k.lower()) for k in kinds[4:]]}))
+    (tmp_path / "apps" / "cm.yml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+    (tmp_path / "README.txt").write_text("not a manifest")
+    code, out, err = run(capsys, "-o", "json", "--no-inject", str(tmp_path))
+    assert code == 1, err
+    results = json.loads(out)["results"]
+    assert sorted(r["kind"] for r in results) == sorted(kinds)
+    for r in results:
+        assert r["allowed"] is False
+        assert [v["rule"] for v in r["violations"]] == ["port-collision"]
+        assert r["violations"][0]["containers"] == ["app", "metrics"]
+    by_kind = {r["kind"]: r for r in results}
+    assert by_kind["Deployment"]["namespace"] == "team-a" and by_kind["Job"]["namespace"] == "default"
+    assert by_kind["Job"]["source"].endswith("apps/list.json") and by_kind["Job"]["document"] == 0
+    assert by_kind["StatefulSet"]["document"] == 2
+
+
+def test_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    ok = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ok"},
+          "spec": {"containers": [{"name": "app", "image": "a"}]}}
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump_all([ok, obj("Pod", "bad")])))
+    code, out, _ = run(capsys, "-")
+    assert code == 1
+    assert out.splitlines() == [
+        "<stdin> [document 0] Pod default/ok: allowed",
+        "<stdin> [document 1] Pod default/bad: DENIED",
+        '  deny  [port-collision] containers "app" and "metrics" both listen on 8080/TCP in the pod\'s shared '
+        "network namespace; give one of them another containerPort",
+        "2 objects checked: 1 denied, 0 warned",
+    ]
+
+
+def test_all_allowed_exits_0_with_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"},
+           "spec": {"containers": [{"name": "app", "image": "a", "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}}
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"podgate.io/mesh": "enabled"}}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump_all([ns, pod]))
+    code, out, _ = run(capsys, str(tmp_path / "p.yaml"))
+    assert code == 0
+    assert out.splitlines()[0] == f"{tmp_path / 'p.yaml'} [document 1] Pod shop/web: allowed (proxy injected)"
+    assert out.splitlines()[1].startswith("  warn  [proxy-udp-port]")
+    assert out.splitlines()[-1] == "1 object checked: 0 denied, 1 warned"
+    assert "\033[" not in out  # not a terminal: no colour
+
+
+def test_bad_file_is_reported_and_the_rest_still_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-bad.yaml").write_text("kind: Pod\nmetadata: [\n")
+    (tmp_path / "b-good.yaml").write_text(yaml.safe_dump(obj("Pod", "web")))
+    (tmp_path / "c-latin1.yaml").write_bytes("kind: Pod # caf\xe9\n".encode("latin-1"))
+    code, out, err = run(capsys, str(tmp_path), str(tmp_path / "missing.yaml"))
+    assert code == 2
+    assert f"podgate: {tmp_path / 'a-bad.yaml'}:3: invalid YAML/JSON" in err
+    assert f"podgate: {tmp_path / 'c-latin1.yaml'}: cannot read" in err
+    assert f"podgate: {tmp_path / 'missing.yaml'}: no such file or directory" in err
+    assert "Pod default/web: DENIED" in out
+    assert out.splitlines()[-1] == "1 object checked: 1 denied, 0 warned, 3 not checked (errors)"
+
+
+def test_object_podgate_cannot_check_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = obj("Deployment", "api")
+    bad["spec"]["template"] = {"spec": {"containers": [{"name": "app", "image": "a", "ports": [{"containerPort": "x"}]}]}}
+    no_template = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {}}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump_all([bad, no_template]))
+    code, out, _ = run(capsys, str(tmp_path / "d.yaml"))
+    assert code == 2
+    assert "Deployment default/api: ERROR" in out
+    assert "error podgate cannot check this Pod: Pod template /spec/containers/0/ports/0/containerPort" in out
+    assert "error Job 'j' has no Pod template" in out
+
+
+def test_colour_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert check.use_colour(Tty()) and not check.use_colour(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not check.use_colour(Tty())

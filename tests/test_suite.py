@@ -1,0 +1,214 @@
+"""``podgate test``: the project's own suites pass, wrong expectations fail readably, malformed
+suites exit 2 naming file, line and JSON path, and ``--init`` turns requests into cases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from webhook.cli import main
+
+from .conftest import APISERVER_REVIEWS, DATA, REPO
+
+RULES_SUITE = DATA / "suites" / "rules"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("suite_dir", [APISERVER_REVIEWS, RULES_SUITE], ids=["apiserver", "rules"])
+def test_project_suites_pass(capsys: pytest.CaptureFixture[str], suite_dir: Path) -> None:
+    code, out, err = run(capsys, "test", str(suite_dir))
+    assert code == 0, out + err
+    assert "FAIL" not in out
+    assert out.splitlines()[-1].endswith("passed, 0 failed")
+
+
+def test_apiserver_suite_covers_every_recording() -> None:
+    suite = yaml.safe_load((APISERVER_REVIEWS / "podgate-test.yaml").read_text())
+    named = {c["request"] for c in suite["cases"]}
+    assert named == {p.name for p in APISERVER_REVIEWS.glob("*.request.json")}
+    assert len(named) == 42
+
+
+def test_console_script_exit_codes(tmp_path: Path) -> None:
+    """The installed entry point, as CI would call it."""
+    podgate = Path(sys.executable).with_name("podgate")
+    ok = subprocess.run([str(podgate), "test", str(RULES_SUITE)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = tmp_path / "podgate-test.yaml"
+    bad.write_text("apiVersion: podgate.io/v1alpha1\nkind: TestSuite\ncases: 3\n")
+    broken = subprocess.run([str(podgate), "test", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 2
+    assert f"{bad}:3: /cases: 3 is not of type 'array'" in broken.stderr
+
+
+def copy_rules_suite(tmp_path: Path) -> Path:
+    target = tmp_path / "suite"
+    shutil.copytree(RULES_SUITE, target)
+    text = (target / "podgate-test.yaml").read_text()
+    (target / "podgate-test.yaml").write_text(text.replace("policies: ../../../../policies",
+                                                           f"policies: {REPO / 'policies'}"))
+    return target
+
+
+def set_expect(suite_file: Path, case: str, **expect: object) -> None:
+    data = yaml.safe_load(suite_file.read_text())
+    for c in data["cases"]:
+        if c["name"] == case:
+            c["expect"].update(expect)
+    suite_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_wrong_expectations_fail_with_readable_reasons(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = copy_rules_suite(tmp_path)
+    f = suite / "podgate-test.yaml"
+    set_expect(f, "port-collision-denied", allowed=True, rules=["host-port-collision"])
+    set_expect(f, "duplicate-port-name-warns", warnings=[])
+    set_expect(f, "proxy-port-and-uid-conflicts", doesNotFire=["proxy-uid-conflict"])
+    golden = suite / "golden" / "cart.yaml"
+    golden.write_text(golden.read_text().replace("image: example/cart:1", "image: example/cart:2"))
+    code, out, _ = run(capsys, "test", str(suite))
+    assert code == 1
+    assert "  FAIL port-collision-denied" in out
+    assert "allowed: expected true, got false (denied: pod \"default/collide\" breaks 1 podgate rule" in out
+    assert "rules: expected [host-port-collision], got [port-collision] " \
+           "(did not fire: host-port-collision; also fired: port-collision)" in out
+    assert "warnings: expected 0, got 1" in out
+    assert "doesNotFire: proxy-uid-conflict fired: [proxy-uid-conflict]" in out
+    # the golden mismatch is a unified diff of the two objects
+    assert "-  - image: example/cart:2" in out and "+  - image: example/cart:1" in out
+    assert out.splitlines()[-1] == "17 cases: 13 passed, 4 failed"
+
+
+def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = copy_rules_suite(tmp_path)
+    set_expect(suite / "podgate-test.yaml", "kube-system-is-exempt", allowed=False)
+    code, out, _ = run(capsys, "test", "-o", "json", "--run", "exempt", str(suite))
+    assert code == 1
+    report = json.loads(out)
+    assert report["summary"] == {"cases": 1, "passed": 0, "failed": 1}
+    [case] = report["suites"][0]["cases"]
+    assert case["name"] == "kube-system-is-exempt" and case["passed"] is False
+    assert case["failures"] == ["allowed: expected false, got true (allowed)"]
+
+
+def test_update_golden_rewrites_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = copy_rules_suite(tmp_path)
+    golden = suite / "golden" / "cart.yaml"
+    want = yaml.safe_load(golden.read_text())
+    golden.unlink()
+    code, out, err = run(capsys, "test", str(suite))
+    assert code == 2 and "golden/cart.yaml does not exist" in err
+    code, out, _ = run(capsys, "test", "--update-golden", str(suite))
+    assert code == 0, out
+    assert yaml.safe_load(golden.read_text()) == want
+
+
+MALFORMED = [
+    pytest.param("cases:\n  - name: a\n    request: r.json\n", "podgate-test.yaml:1: /: 'apiVersion' is a required property",
+                 id="no-header"),
+    pytest.param("{head}cases:\n  - name: a\n    expect: {{allowed: true}}\n",
+                 "podgate-test.yaml:7: /cases/0: a case needs exactly one of request, manifest, object", id="no-input"),
+    pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    manifest: m.yaml\n    expect: {{allowed: true}}\n",
+                 "podgate-test.yaml:7: /cases/0: a case needs exactly one of request, manifest, object", id="two-inputs"),
+    pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    expect:\n      alowed: true\n",
+                 "podgate-test.yaml:10: /cases/0/expect: Additional properties are not allowed ('alowed' was unexpected)",
+                 id="typo-in-expect"),
+    pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    expect: {{rules: port-collision}}\n",
+                 "podgate-test.yaml:9: /cases/0/expect/rules: 'port-collision' is not of type 'array'", id="rules-not-list"),
+    pytest.param("{head}cases:\n  - name: a\n    request: missing.json\n    expect: {{allowed: true}}\n",
+                 "podgate-test.yaml:8: /cases/0/request: request file {dir}/missing.json does not exist",
+                 id="missing-request-file"),
+    pytest.param("{head}cases:\n  - name: a\n    request: broken.json\n    expect: {{allowed: true}}\n",
+                 "broken.json:1: invalid JSON/YAML:", id="unparseable-request"),
+    pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    expect: {{allowed: true}}\n"
+                 "  - name: a\n    request: r.json\n    expect: {{allowed: true}}\n",
+                 "podgate-test.yaml:10: /cases/1/name: case name 'a' is used twice", id="duplicate-name"),
+    pytest.param("{head}cases:\n  - name: a\n   request: r.json\n", "podgate-test.yaml:8: invalid YAML:", id="bad-yaml"),
+    pytest.param("{head}cases:\n  - name: a\n    object: {{kind: ConfigMap}}\n    expect: {{allowed: true}}\n",
+                 "/cases/0: the manifest is a ConfigMap, not a Pod or workload", id="not-a-pod"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), MALFORMED)
+def test_malformed_suite_exits_2_naming_file_line_and_path(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         text: str, message: str) -> None:
+    shutil.copy(APISERVER_REVIEWS / "0002_validate_CREATE_default_single.request.json", tmp_path / "r.json")
+    (tmp_path / "broken.json").write_text("{\"apiVersion\": [}")
+    head = "apiVersion: podgate.io/v1alpha1\nkind: TestSuite\nname: t\n# comment\n\n"
+    (tmp_path / "podgate-test.yaml").write_text(text.format(head=head, dir=tmp_path))
+    code, out, err = run(capsys, "test", str(tmp_path))
+    assert code == 2
+    assert message.format(dir=tmp_path) in err, err
+    assert str(tmp_path) in err
+    assert "Traceback" not in err
+
+
+def test_no_suite_found_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "test", str(tmp_path))
+    assert code == 2 and "no test suite found (a file named podgate-test.yaml)" in err
+
+
+def test_init_from_a_request_and_a_manifest_then_a_policy_change_fails_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The platform team's loop: record, --init, review, change the policy, see the suite fail."""
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies, ignore=shutil.ignore_patterns("*.json", "*.py"))
+    suite = tmp_path / "tests"
+    request = RULES_SUITE / "requests" / "port-collision.json"
+    manifest = RULES_SUITE / "manifests" / "deployment-meshed.yaml"
+    code, out, _ = run(capsys, "test", "--policies", str(policies), str(suite),
+                       "--init", str(request), str(manifest), "--namespace", "shop")
+    assert code == 0, out
+    assert "added case 'port-collision' to" in out and "denied (port-collision)" in out
+    data = yaml.safe_load((suite / "podgate-test.yaml").read_text())
+    assert data["cases"][0] == {"name": "port-collision", "request": "requests/port-collision.json",
+                                "webhook": "validate",
+                                "expect": {"allowed": False, "rules": ["port-collision"], "warnings": []}}
+    # the manifest names its namespace (shop) but it is not labelled for the mesh in this suite
+    assert data["cases"][1]["expect"] == {"allowed": True, "rules": [], "warnings": [], "injected": False}
+    assert (suite / "requests" / "port-collision.json").exists()
+
+    # a comment survives a second --init, and names stay unique
+    text = (suite / "podgate-test.yaml").read_text()
+    (suite / "podgate-test.yaml").write_text("# reviewed by the platform team\n" + text)
+    code, out, _ = run(capsys, "test", "--policies", str(policies), str(suite), "--init", str(request))
+    assert code == 0 and "added case 'port-collision-2'" in out
+    assert (suite / "podgate-test.yaml").read_text().startswith("# reviewed by the platform team\n")
+
+    code, out, _ = run(capsys, "test", "--policies", str(policies), str(suite))
+    assert code == 0 and out.splitlines()[-1] == "3 cases: 3 passed, 0 failed"
+
+    default = policies / "default.yaml"
+    default.write_text(default.read_text().replace("port-collision: deny", "port-collision: warn"))
+    code, out, _ = run(capsys, "test", "--policies", str(policies), str(suite))
+    assert code == 1
+    assert "  FAIL port-collision  (" in out
+    assert "allowed: expected false, got true (allowed)" in out
+    assert out.splitlines()[-1] == "3 cases: 1 passed, 2 failed"
+
+
+def test_init_injected_manifest_writes_a_golden_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = tmp_path / "tests"
+    suite.mkdir()
+    (suite / "podgate-test.yaml").write_text(
+        "apiVersion: podgate.io/v1alpha1\nkind: TestSuite\nnamespaceLabels:\n"
+        "  shop: {podgate.io/mesh: enabled}\ncases: []\n")
+    code, out, _ = run(capsys, "test", str(suite), "--init", str(RULES_SUITE / "manifests" / "deployment-meshed.yaml"))
+    assert code == 0, out
+    data = yaml.safe_load((suite / "podgate-test.yaml").read_text())
+    assert data["cases"][0]["expect"]["patched"] == "golden/deployment-meshed.yaml"
+    assert yaml.safe_load((suite / "golden" / "deployment-meshed.yaml").read_text()) == \
+        yaml.safe_load((RULES_SUITE / "golden" / "cart.yaml").read_text())
+    code, out, _ = run(capsys, "test", str(suite))
+    assert code == 0, out

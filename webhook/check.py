@@ -1,0 +1,162 @@
+"""``podgate check``: what this cluster's podgate would do to the Pods in a tree of manifests.
+
+Every Pod and Pod template goes through ``offline.admit`` (mutate, apply the patch, validate),
+the path the API server takes. A file that cannot be read or parsed, or an object podgate
+cannot check, is reported and the rest is still checked; the exit code says the worst thing
+seen: 2 bad input, 1 something denied, 0 all allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .admission import Context, Decision
+from .manifests import Document, ManifestError, iter_files, read_documents
+from .namespaces import StaticNamespaceLabels
+from .offline import admit, pod_review
+
+EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass
+class CheckResult:
+    document: Document
+    namespace: str
+    name: str
+    allowed: bool
+    injected: bool
+    decision: Decision | None
+    error: str | None = None  # podgate could not check the object (bad input): exit 2
+
+    @property
+    def findings(self) -> list[Any]:
+        return self.decision.findings if self.decision else []
+
+    @property
+    def warned(self) -> bool:
+        return any(f.action == "warn" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "source": self.document.source, "document": self.document.index, "kind": self.document.kind,
+            "namespace": self.namespace, "name": self.name, "allowed": self.allowed, "injected": self.injected,
+            "violations": [f.to_json() for f in self.findings]}
+        if self.error:
+            out["error"] = self.error
+        elif not self.allowed and not self.findings and self.decision and self.decision.message:
+            out["message"] = self.decision.message
+        return out
+
+
+@dataclass
+class Report:
+    """Everything one ``check`` run found: per-object results and per-file errors."""
+
+    results: list[CheckResult] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # files that could not be read, with the reason
+    files: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors or any(r.error for r in self.results):
+            return EXIT_USAGE
+        return EXIT_OK if all(r.allowed for r in self.results) else EXIT_DENIED
+
+    def summary(self) -> str:
+        n = len(self.results)
+        denied = sum(not r.allowed and not r.error for r in self.results)
+        warned = sum(r.warned for r in self.results)
+        bad = len(self.errors) + sum(bool(r.error) for r in self.results)
+        text = f"{n} object{'s' if n != 1 else ''} checked: {denied} denied, {warned} warned"
+        return text + (f", {bad} not checked (errors)" if bad else "")
+
+    def to_json(self) -> dict[str, Any]:
+        denied = sum(not r.allowed and not r.error for r in self.results)
+        return {"results": [r.to_json() for r in self.results],
+                "errors": [{"message": e} for e in self.errors],
+                "summary": {"files": self.files, "objects": len(self.results), "denied": denied,
+                            "warned": sum(r.warned for r in self.results),
+                            "errors": len(self.errors) + sum(bool(r.error) for r in self.results)}}
+
+
+def check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool) -> CheckResult:
+    """Mutate (unless told not to), then validate, as the API server would for this object."""
+    namespace = doc.namespace(default_namespace)
+    pod = doc.pod(namespace)
+    if pod is None:
+        return CheckResult(doc, namespace, doc.name, False, False, None,
+                           error=f"{doc.kind} {doc.name!r} has no Pod template")
+    result = admit(pod_review(pod, namespace, uid="podgate-check"), "admit" if inject else "validate", ctx)
+    decision = result.decision
+    error = result.error
+    if decision is not None and decision.reason == "malformed object" and decision.message:
+        where = "object" if doc.kind == "Pod" else "Pod template"
+        error = decision.message.replace("request.object", f"{where} ", 1)
+    return CheckResult(doc, namespace, doc.name, result.allowed, result.injected, decision, error)
+
+
+def load(paths: Sequence[str], report: Report, labels: StaticNamespaceLabels) -> list[Document]:
+    """Read every file, recording those that fail; Namespace objects found add their labels."""
+    docs: list[Document] = []
+    for path in paths:
+        try:
+            sources = list(iter_files([path]))
+        except ManifestError as exc:
+            report.errors.append(str(exc))
+            continue
+        for source in sources:
+            report.files += 1
+            try:
+                docs.extend(read_documents(source))
+            except ManifestError as exc:
+                report.errors.append(str(exc))
+    labels.add_namespaces(d.obj for d in docs)
+    return docs
+
+
+def run(paths: Sequence[str], ctx: Context, labels: StaticNamespaceLabels, namespace: str,
+        inject: bool) -> Report:
+    report = Report()
+    docs = load(paths, report, labels)
+    report.results = [check_document(d, ctx, namespace, inject) for d in docs if d.has_pod]
+    return report
+
+
+_COLOURS = {"deny": "\033[31m", "warn": "\033[33m", "audit": "\033[36m", "ok": "\033[32m", "error": "\033[35m",
+            "end": "\033[0m"}
+
+
+def use_colour(stream: TextIO) -> bool:
+    """Colour only for a person at a terminal (and never with NO_COLOR set)."""
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def print_text(report: Report, out: TextIO | None = None, colour: bool = False) -> None:
+    out = out or sys.stdout
+    def c(key: str, text: str) -> str:
+        return f"{_COLOURS[key]}{text}{_COLOURS['end']}" if colour else text
+
+    for r in report.results:
+        if r.error:
+            verdict = c("error", "ERROR")
+        else:
+            verdict = c("ok", "allowed") if r.allowed else c("deny", "DENIED")
+        extra = " (proxy injected)" if r.injected else ""
+        out.write(f"{r.document.source} [document {r.document.index}] {r.document.kind} {r.namespace}/{r.name}: "
+                  f"{verdict}{extra}\n")
+        for f in r.findings:
+            out.write(f"  {c(f.action, f.action.ljust(5))} {f.violation.message}\n")
+        if r.error:
+            out.write(f"  {c('error', 'error')} {r.error}\n")
+        elif not r.allowed and not r.findings and r.decision and r.decision.message:
+            out.write(f"  {c('deny', 'deny ')} {r.decision.message}\n")
+    out.write(report.summary() + "\n")
+
+
+def print_errors(errors: Iterable[str], err: TextIO | None = None) -> None:
+    for message in errors:
+        (err or sys.stderr).write(f"podgate: {message}\n")

@@ -1,0 +1,459 @@
+"""``podgate test``: suites of recorded requests and manifests, each with what podgate must answer.
+
+A suite is a ``podgate-test.yaml`` file (format: docs/testing.md, schema: policies/suite.schema.json).
+Every case goes through ``offline.admit``, i.e. ``admission.review``, the function the server
+uses; there is no second evaluation path. A malformed suite is a SuiteError naming the file,
+line and JSON path (exit 2); a case whose answer differs from its expectation fails (exit 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .admission import Context
+from .errors import PodgateError
+from .manifests import ManifestError, read_documents
+from .namespaces import StaticNamespaceLabels
+from .offline import Admission, Step, admit, pod_review
+from .policy import PolicySet, default_policy_dir, load_policy_set
+from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents
+
+SUITE_NAMES = ("podgate-test.yaml", "podgate-test.yml")
+SCHEMA_FILE = "suite.schema.json"
+API_VERSION = "podgate.io/v1alpha1"
+
+
+class SuiteError(PodgateError):
+    """A suite (or a file it names) is malformed: exit code 2."""
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads((default_policy_dir() / SCHEMA_FILE).read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def find_suites(target: str | Path) -> list[Path]:
+    """A suite file, or every podgate-test.yaml under a directory (recursively, in path order)."""
+    path = Path(target)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise SuiteError(f"{path}: no such file or directory")
+    found = sorted(p for name in SUITE_NAMES for p in path.rglob(name) if p.is_file())
+    if not found:
+        raise SuiteError(f"{path}: no test suite found (a file named {SUITE_NAMES[0]})")
+    return found
+
+
+@dataclass
+class Case:
+    """One case, resolved: the AdmissionReview to send, the step, and what must come back."""
+
+    name: str
+    suite: Path
+    line: int
+    step: Step
+    body: dict[str, Any]
+    expect: dict[str, Any]
+    labels: dict[str, dict[str, str]]
+    patched: Any = None  # the golden object, when expect.patched is given
+    patched_file: Path | None = None
+
+
+@dataclass
+class Suite:
+    path: Path
+    name: str
+    policies: Path | None  # None: the bundled policies
+    cases: list[Case]
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # the suite's namespaceLabels
+
+
+def _where(path: Path, doc: YamlDocument, at: list[Any]) -> str:
+    return f"{path}:{doc.line(at)}: {json_pointer(at)}"
+
+
+def _read_structured(path: Path, what: str, where: str) -> list[Any]:
+    """All documents of a JSON or YAML file a suite refers to."""
+    try:
+        return [d.data for d in load_documents(path.read_text(encoding="utf-8"))]
+    except FileNotFoundError:
+        raise SuiteError(f"{where}: {what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"{where}: cannot read {what} {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        line = error_line(exc)
+        raise SuiteError(f"{path}{f':{line}' if line else ''}: invalid JSON/YAML: {error_text(exc)}") from None
+
+
+def load_suite(path: Path, update_golden: bool = False) -> Suite:
+    """Read and check a suite file and everything it names; raise SuiteError on the first problem.
+
+    With ``update_golden`` a missing golden file is not an error: the run writes it.
+    """
+    try:
+        docs = load_documents(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"{path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        line = error_line(exc)
+        raise SuiteError(f"{path}{f':{line}' if line else ''}: invalid YAML: {error_text(exc)}") from None
+    if len(docs) != 1:
+        raise SuiteError(f"{path}: expected one YAML document (a TestSuite), found {len(docs)}")
+    doc = docs[0]
+    errors = sorted(_validator().iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise SuiteError("\n".join(_schema_message(path, doc, e) for e in errors))
+    data = doc.data
+    base = path.parent
+    policies = (base / data["policies"]).resolve() if data.get("policies") else None
+    if policies is not None and not policies.is_dir():
+        raise SuiteError(f"{_where(path, doc, ['policies'])}: policy directory {policies} does not exist")
+    labels = data.get("namespaceLabels") or {}
+    cases, names = [], set()
+    for i, raw in enumerate(data["cases"]):
+        if raw["name"] in names:
+            raise SuiteError(f"{_where(path, doc, ['cases', i, 'name'])}: case name {raw['name']!r} is used twice")
+        names.add(raw["name"])
+        cases.append(_load_case(path, doc, i, raw, labels, update_golden))
+    return Suite(path, data.get("name") or str(path), policies, cases, labels)
+
+
+def _schema_message(path: Path, doc: YamlDocument, error: jsonschema.ValidationError) -> str:
+    at = list(error.absolute_path)
+    if error.validator == "oneOf" and len(at) == 2 and at[0] == "cases":
+        message = "a case needs exactly one of request, manifest, object"
+    else:
+        best = jsonschema.exceptions.best_match([error]) if error.context else error
+        at, message = list(best.absolute_path), best.message
+    return f"{_where(path, doc, at)}: {message}"
+
+
+def _load_case(path: Path, doc: YamlDocument, i: int, raw: Mapping[str, Any],
+               suite_labels: Mapping[str, Any], update_golden: bool) -> Case:
+    base = path.parent
+    at = ["cases", i]
+    where = _where(path, doc, at)
+    if "request" in raw:
+        found = _read_structured(base / raw["request"], "request file", _where(path, doc, at + ["request"]))
+        if len(found) != 1 or not isinstance(found[0], dict):
+            raise SuiteError(f"{_where(path, doc, at + ['request'])}: {raw['request']} must hold one "
+                             "AdmissionReview object")
+        body, default_step = found[0], "validate"
+    else:
+        if "manifest" in raw:
+            obj = _manifest_object(base / raw["manifest"], raw.get("document"), _where(path, doc, at + ["manifest"]))
+        else:
+            obj = raw["object"]
+        body, default_step = _manifest_review(obj, raw.get("namespace", "default"), where), "admit"
+    expect = dict(raw["expect"])
+    case = Case(raw["name"], path, doc.line(at), raw.get("webhook", default_step), body, expect,
+                {**suite_labels, **(raw.get("namespaceLabels") or {})})
+    golden = expect.get("patched")
+    if isinstance(golden, str):
+        case.patched_file = base / golden
+        if update_golden and not case.patched_file.exists():
+            return case
+        found = _read_structured(case.patched_file, "golden file", _where(path, doc, at + ["expect", "patched"]))
+        if len(found) != 1:
+            raise SuiteError(f"{_where(path, doc, at + ['expect', 'patched'])}: {golden} must hold one object")
+        case.patched = found[0]
+    elif golden is not None:
+        case.patched = golden
+    return case
+
+
+def _manifest_object(file: Path, index: int | None, where: str) -> Any:
+    try:
+        docs = [d for d in read_documents(str(file)) if d.has_pod]
+    except ManifestError as exc:
+        raise SuiteError(f"{where}: {exc}") from None
+    if index is not None:
+        docs = [d for d in docs if d.index == index]
+    if len(docs) != 1:
+        which = f"document {index} of {file}" if index is not None else str(file)
+        raise SuiteError(f"{where}: {which} must hold exactly one Pod or workload, found {len(docs)}"
+                         + ("" if index is not None else "; pick one with document: N"))
+    return docs[0].obj
+
+
+def _manifest_review(obj: Any, namespace: str, where: str) -> dict[str, Any]:
+    from .manifests import Document
+
+    doc = Document("", 0, obj)
+    if not doc.has_pod:
+        raise SuiteError(f"{where}: the manifest is a {doc.kind or 'object without kind'}, not a Pod or workload")
+    ns = doc.namespace(namespace)
+    pod = doc.pod(ns)
+    if pod is None:
+        raise SuiteError(f"{where}: {doc.kind} {doc.name!r} has no Pod template")
+    return pod_review(pod, ns, uid=f"podgate-test-{doc.name or 'object'}")
+
+
+# --- running ----------------------------------------------------------------------------------
+
+@dataclass
+class CaseResult:
+    case: Case
+    admission: Admission
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.case.name, "line": self.case.line, "passed": self.passed, "failures": self.failures,
+                "allowed": self.admission.allowed, "rules": fired_rules(self.admission)}
+
+
+def fired_rules(result: Admission) -> list[str]:
+    return sorted({f.violation.rule for f in result.findings})
+
+
+def _listing(items: list[str]) -> str:
+    return "[" + ", ".join(items) + "]"
+
+
+def _yaml(obj: Any) -> list[str]:
+    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, allow_unicode=True).splitlines()
+
+
+def object_diff(expected: Any, actual: Any, label: str) -> str:
+    """A unified diff of two objects as sorted YAML, the way a reviewer reads a golden file."""
+    lines = difflib.unified_diff(_yaml(expected), _yaml(actual), f"expected ({label})", "actual", lineterm="", n=3)
+    return "\n".join(lines)
+
+
+def check_case(case: Case, result: Admission) -> list[str]:
+    """Every difference between what the case expects and what podgate answered."""
+    e, out = case.expect, []
+    if result.error is not None:
+        if "error" not in e:
+            return [f"the request was rejected: {result.error}"]
+        if e["error"] not in result.error:
+            out.append(f"error: expected text {e['error']!r}, got {result.error!r}")
+        return out
+    if "error" in e:
+        out.append(f"error: expected the request to be rejected ({e['error']!r}), but it was answered")
+    message = result.status.get("message", "")
+    if "allowed" in e and e["allowed"] != result.allowed:
+        got = "allowed" if result.allowed else f"denied: {message}"
+        out.append(f"allowed: expected {str(e['allowed']).lower()}, got {str(result.allowed).lower()} ({got})")
+    if "code" in e and e["code"] != result.status.get("code"):
+        out.append(f"code: expected {e['code']}, got {result.status.get('code')}")
+    for text in [e["message"]] if isinstance(e.get("message"), str) else e.get("message", []):
+        if text not in message:
+            out.append(f"message: expected text {text!r}, got {message!r}" if message
+                       else f"message: expected text {text!r}, but there is no denial message")
+    fired = fired_rules(result)
+    if "rules" in e and sorted(e["rules"]) != fired:
+        missing = sorted(set(e["rules"]) - set(fired))
+        extra = sorted(set(fired) - set(e["rules"]))
+        detail = "; ".join(filter(None, [f"did not fire: {', '.join(missing)}" if missing else "",
+                                          f"also fired: {', '.join(extra)}" if extra else ""]))
+        out.append(f"rules: expected {_listing(sorted(e['rules']))}, got {_listing(fired)} ({detail})")
+    if missing := [r for r in e.get("fires", []) if r not in fired]:
+        out.append(f"fires: expected {', '.join(missing)} to fire; fired: {_listing(fired)}")
+    if unwanted := [r for r in e.get("doesNotFire", []) if r in fired]:
+        messages = [f.violation.message for f in result.findings if f.violation.rule in unwanted]
+        out.append(f"doesNotFire: {', '.join(unwanted)} fired: " + " | ".join(messages))
+    findings = [f.to_json() for f in result.findings]
+    for want in e.get("violations", []):
+        if not any(_matches(want, got) for got in findings):
+            out.append(f"violations: none matches {json.dumps(want, sort_keys=True)}; got "
+                       + (json.dumps([{k: v for k, v in f.items() if k != "message"} for f in findings])
+                          if findings else "no violations"))
+    if "warnings" in e:
+        out.extend(_check_warnings(e["warnings"], result.warnings))
+    if "injected" in e and e["injected"] != result.injected:
+        why = result.mutation.decision.reason if result.mutation and result.mutation.decision else "not called"
+        out.append(f"injected: expected {str(e['injected']).lower()}, got {str(result.injected).lower()} "
+                   f"(mutating webhook: {why})")
+    if "patched" in e and case.patched != result.object:
+        label = str(case.patched_file) if case.patched_file else "inline"
+        out.append("patched: the object after the patch differs from the golden one:\n"
+                   + object_diff(case.patched, result.object, label))
+    return out
+
+
+def _matches(want: Mapping[str, Any], got: Mapping[str, Any]) -> bool:
+    for key, value in want.items():
+        if key == "message":
+            if value not in got.get("message", ""):
+                return False
+        elif got.get(key) != value:
+            return False
+    return True
+
+
+def _check_warnings(expected: list[str], actual: list[str]) -> list[str]:
+    if len(expected) == len(actual) and all(want in got for want, got in zip(expected, actual)):
+        return []
+    shown = "\n".join(f"    - {w}" for w in actual) or "    (none)"
+    wanted = "\n".join(f"    - ...{w}..." for w in expected) or "    (none)"
+    return [f"warnings: expected {len(expected)}, got {len(actual)}; expected (text contained):\n{wanted}\n"
+            f"  got:\n{shown}"]
+
+
+class Runner:
+    """Runs suites; policy directories are loaded once each."""
+
+    def __init__(self, policies_override: str | None = None) -> None:
+        self.override = Path(policies_override) if policies_override else None
+        self._sets: dict[Path | None, PolicySet] = {}
+
+    def policies(self, suite: Suite) -> PolicySet:
+        directory = self.override or suite.policies
+        if directory not in self._sets:
+            self._sets[directory] = load_policy_set(directory)
+        return self._sets[directory]
+
+    def run(self, suite: Suite, name_filter: str | None = None, update_golden: bool = False) -> Iterator[CaseResult]:
+        """Run the cases (whose name contains ``name_filter``); ``update_golden`` rewrites golden
+        files that differ from today's answer (review the diff like code) instead of failing."""
+        policies = self.policies(suite)
+        for case in suite.cases:
+            if name_filter and name_filter not in case.name:
+                continue
+            ctx = Context(policies, StaticNamespaceLabels(case.labels))
+            result = admit(case.body, case.step, ctx)
+            if update_golden and case.patched_file is not None and case.patched != result.object:
+                write_golden(case.patched_file, result.object)
+                case.patched = result.object
+            yield CaseResult(case, result, check_case(case, result))
+
+
+def write_golden(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True))
+
+
+# --- writing cases (podgate test --init) ------------------------------------------------------
+
+def _case_name(stem: str, taken: set[str]) -> str:
+    base = stem.removesuffix(".request").removesuffix(".json") or "case"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def expectation(result: Admission, golden: str | None) -> dict[str, Any]:
+    """What podgate answers now, as an ``expect`` block (the reviewer then decides it is right)."""
+    if result.error is not None:
+        return {"error": result.error}
+    e: dict[str, Any] = {"allowed": result.allowed}
+    if not result.allowed and result.status.get("code", 403) != 403:
+        e["code"] = result.status.get("code")
+    e["rules"] = fired_rules(result)
+    # the rule tag, not the whole text: a reworded message should not fail every suite
+    e["warnings"] = [w.split("]", 1)[0] + "]" if w.startswith("[") else w for w in result.warnings]
+    if result.step != "validate" and result.mutation is not None:
+        e["injected"] = result.injected
+        if result.injected and golden is not None:
+            e["patched"] = golden
+    return e
+
+
+def _step_for(path: Path, default: Step | None, is_request: bool) -> Step:
+    if default is not None:
+        return default
+    if not is_request:
+        return "admit"
+    return "mutate" if "mutate" in path.name else "validate"
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return ""
+
+
+def init_cases(sources: list[str], suite_dir: Path, runner: Runner, step: Step | None = None,
+               namespace: str = "default") -> tuple[Path, list[dict[str, Any]]]:
+    """Make a case for each recorded request or manifest, expectations prefilled with today's answer.
+
+    Files outside the suite directory are copied into it (requests/, manifests/); injected Pods
+    get a golden file under golden/. Returns the suite file and the new cases (not yet written).
+    """
+    suite_file = next((suite_dir / n for n in SUITE_NAMES if (suite_dir / n).exists()), suite_dir / SUITE_NAMES[0])
+    existing = load_suite(suite_file) if suite_file.exists() else None
+    taken = {c.name for c in existing.cases} if existing else set()
+    policies = runner.policies(existing) if existing else load_policy_set(runner.override)
+    labels = existing.labels if existing else {}
+    new = []
+    for source in sources:
+        path = Path(source)
+        docs = _read_structured(path, "file", str(path))
+        is_request = len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("kind") == "AdmissionReview"
+        this_step = _step_for(path, step, is_request)
+        if is_request:
+            body, key, sub = docs[0], "request", "requests"
+        else:
+            obj = _manifest_object(path, None, str(path))
+            body, key, sub = _manifest_review(obj, namespace, str(path)), "manifest", "manifests"
+        ref = _relative(path, suite_dir)
+        if not ref:
+            target = suite_dir / sub / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+            ref = f"{sub}/{path.name}"
+        name = _case_name(path.stem, taken)
+        result = admit(body, this_step, Context(policies, StaticNamespaceLabels(labels)))
+        golden = None
+        if result.injected:
+            golden = f"golden/{name}.yaml"
+            write_golden(suite_dir / golden, result.object)
+        case: dict[str, Any] = {"name": name, key: ref}
+        if is_request or this_step != "admit":
+            case["webhook"] = this_step
+        if not is_request and namespace != "default":
+            case["namespace"] = namespace
+        case["expect"] = expectation(result, golden)
+        new.append(case)
+    return suite_file, new
+
+
+def append_cases(suite_file: Path, cases: list[dict[str, Any]]) -> None:
+    """Add cases to a suite file, keeping its comments and layout (a new file if there is none)."""
+    dumped = yaml.safe_dump(cases, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120)
+    if not suite_file.exists():
+        suite_file.parent.mkdir(parents=True, exist_ok=True)
+        header = {"apiVersion": API_VERSION, "kind": "TestSuite", "name": suite_file.parent.name}
+        suite_file.write_text(yaml.safe_dump(header, sort_keys=False) + "cases:\n" + dumped)
+        return
+    text = suite_file.read_text(encoding="utf-8")
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    assert isinstance(root, yaml.MappingNode)  # load_suite checked it
+    key, node = root.value[-1]
+    tail = text[node.end_mark.index:]
+    at_end = all(not line.strip() or line.lstrip().startswith("#") for line in tail.splitlines())
+    if key.value == "cases" and isinstance(node, yaml.SequenceNode) and at_end:
+        if not node.value:  # "cases: []": the first cases replace the empty list
+            head, indent = text[:node.start_mark.index].rstrip(" "), "  "
+        elif not node.flow_style:
+            head, indent = text[:node.end_mark.index], " " * node.start_mark.column
+        else:
+            head = None
+        if head is not None:
+            body = "".join(indent + line + "\n" for line in dumped.splitlines())
+            head = head.rstrip("\n") + "\n"
+            suite_file.write_text(head + body + tail.lstrip("\n"))
+            return
+    # cases is not a block list at the end of the file: rewrite it (comments are lost)
+    data = yaml.safe_load(text)
+    data["cases"] = list(data.get("cases") or []) + cases
+    suite_file.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120))
