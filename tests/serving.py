@@ -1,44 +1,13 @@
-"""Run the real server (``podgate serve``: gunicorn, gthread, TLS) on a free local port for a test."""
+"""Certificates for tests that run the real server (``tests/live_server.py``) with their own CA."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import ssl
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
-
-PODGATE = Path(sys.executable).with_name("podgate")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def workers(self) -> list[int]:
-        """PIDs of the gunicorn workers (the master's children)."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(p) for p in children.read_text().split()]
 
 
 def write_cert(ca: trustme.CA, cert: Path, key: Path, gap: float = 0.0) -> trustme.LeafCert:
@@ -55,48 +24,15 @@ def write_cert(ca: trustme.CA, cert: Path, key: Path, gap: float = 0.0) -> trust
     return leaf
 
 
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
+def trust(tmp: Path, ca: trustme.CA) -> ssl.SSLContext:
+    """A client context trusting ``ca``; also where ``live_server`` looks for the CA it checks readiness with."""
+    (tmp / "certs").mkdir(exist_ok=True)
+    ca.cert_pem.write_to_path(str(tmp / "certs" / "ca.crt"))
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return context
 
 
-@contextlib.contextmanager
-def serve(tmp: Path, cert: Path, key: Path, *args: str, env: dict[str, str] | None = None,
-          ca: trustme.CA, ready_timeout: float = 20.0) -> Iterator[Server]:
-    """Start ``podgate serve`` and stop it (SIGTERM, then SIGKILL) whatever the test does."""
-    port = free_port()
-    log = tmp / f"server-{port}.log"
-    command = [str(PODGATE), "serve", "--bind", f"127.0.0.1:{port}", "--cert", str(cert), "--key", str(key),
-               "--reload-interval", "0", *args]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    server = Server(process, port, log)
-    try:
-        _wait_ready(server, client_context(ca), ready_timeout)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(server: Server, context: ssl.SSLContext, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"podgate serve exited with {server.process.returncode}:\n{server.log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=1) as raw, \
-                    context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                tls.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if tls.recv(64).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"podgate serve not ready after {timeout}s:\n{server.log.read_text()}")
+def workers(pid: int) -> set[int]:
+    """PIDs of a gunicorn master's workers (its children)."""
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}

@@ -21,7 +21,8 @@ import trustme
 from cryptography import x509
 
 from .conftest import recorded
-from .serving import serve, write_cert
+from .live_server import live_server
+from .serving import trust, write_cert
 
 BODY = json.dumps(recorded("0004_validate_CREATE")).encode()
 HEADERS = {"Content-Type": "application/json"}
@@ -54,8 +55,8 @@ def serial(ca_leaf: trustme.LeafCert) -> int:
 
 def test_rotation_under_load_fails_no_request(tmp_path):
     cas = [trustme.CA() for _ in range(3)]
-    context = ssl.create_default_context()
-    for ca in cas:  # the client trusts every generation, like a caBundle listing old and new CA
+    context = trust(tmp_path, cas[0])
+    for ca in cas[1:]:  # the client trusts every generation, like a caBundle listing old and new CA
         ca.configure_trust(context)
     volume = tmp_path / "tls"
     volume.mkdir()
@@ -67,8 +68,9 @@ def test_rotation_under_load_fails_no_request(tmp_path):
     sent = [0]
     lock = threading.Lock()
 
-    with serve(tmp_path, cert, key, "--workers", "2", "--threads", "4", ca=cas[0]) as server:
-        kept = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+    with live_server(tmp_path, "--cert", str(cert), "--key", str(key), "--threads", "4") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        kept = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
         kept.request("POST", "/validate", BODY, HEADERS)  # a keep-alive connection from before
         assert kept.getresponse().read() and kept.sock is not None
         old_serial = x509.load_der_x509_certificate(kept.sock.getpeercert(binary_form=True)).serial_number
@@ -76,7 +78,7 @@ def test_rotation_under_load_fails_no_request(tmp_path):
         def hammer() -> None:
             deadline = time.monotonic() + 30
             while not done.is_set() and time.monotonic() < deadline:
-                conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
                 try:
                     conn.request("POST", "/validate", BODY, HEADERS)
                     response = conn.getresponse()
@@ -97,11 +99,11 @@ def test_rotation_under_load_fails_no_request(tmp_path):
             time.sleep(0.5)
             kubelet_volume(volume, cas[1], 1)  # Secret volume update: one atomic swap
             second = _leaf_serial(volume / "tls.crt")
-            _wait_for_serial(server.port, context, second)
+            _wait_for_serial(port, context, second)
             time.sleep(0.3)
             # two renames, key first, 50 ms apart: new connections meanwhile find a mismatched pair
             third_leaf = write_cert(cas[2], cert, key, gap=0.05)
-            _wait_for_serial(server.port, context, serial(third_leaf))
+            _wait_for_serial(port, context, serial(third_leaf))
             time.sleep(0.5)
         finally:
             done.set()

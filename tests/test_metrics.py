@@ -19,7 +19,8 @@ from webhook.app import create_app
 from webhook.settings import Settings
 
 from .conftest import APISERVER_REVIEWS, recorded, review_for
-from .serving import client_context, serve, write_cert
+from .live_server import live_server
+from .serving import trust, workers, write_cert
 from .test_rules import PROXY, ctr, pod, port
 
 
@@ -153,10 +154,10 @@ def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
     validate = recorded("0004_validate_CREATE").copy()
     denied = review_for(pod(ctr("app", port(8080)), ctr("metrics", port(8080))))
     mutate = recorded("0003_mutate_CREATE")
-    context = client_context(ca)
+    context = trust(tmp_path, ca)
 
     def post(path: str, body: dict[str, Any]) -> int:
-        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+        conn = http.client.HTTPSConnection("127.0.0.1", server_port, context=context, timeout=10)
         try:  # a new connection each time, so both workers take some
             conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
             response = conn.getresponse()
@@ -167,16 +168,17 @@ def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
 
     plan = [("/validate", validate)] * 60 + [("/validate", denied)] * 25 + [("/mutate", mutate)] * 35
     random.Random(7).shuffle(plan)
-    with serve(tmp_path, cert, key, "--workers", "2", "--threads", "4", "--max-requests", "25",
-               env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}, ca=ca) as server:
+    with live_server(tmp_path, "--cert", str(cert), "--key", str(key), "--threads", "4", "--max-requests", "25",
+                     "--reload-interval", "0", env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}) as server:
+        server_port = int(server.url.rsplit(":", 1)[1])
         with ThreadPoolExecutor(4) as pool:
             statuses = list(pool.map(lambda call: post(*call), plan))
         assert statuses == [200] * len(plan)
-        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+        conn = http.client.HTTPSConnection("127.0.0.1", server_port, context=context, timeout=10)
         conn.request("GET", "/metrics")
         parsed = samples(conn.getresponse().read().decode())
         conn.close()
-        live = set(server.workers())
+        live = workers(server.process.pid)
         by_worker = per_worker_requests(multiproc)
         live_gauge_pids = {int(p.stem.rsplit("_", 1)[1]) for p in multiproc.glob("gauge_live*.db")}
 
