@@ -1,0 +1,58 @@
+{{/* Names, labels and the certificate plumbing shared by the templates. */}}
+
+{{- define "podgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "podgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "podgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "podgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "podgate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "podgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "podgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "podgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret the server reads its certificate from (mounted, so rotation needs no restart). */}}
+{{- define "podgate.tlsSecretName" -}}
+{{- if eq .Values.certs.mode "secret" }}
+{{- required "certs.secret.name is required with certs.mode=secret" .Values.certs.secret.name }}
+{{- else }}
+{{- printf "%s-tls" (include "podgate.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The DNS names the API server uses for the Service. */}}
+{{- define "podgate.dnsNames" -}}
+{{- $svc := include "podgate.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
+{{- end }}
+
+{{- define "podgate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}

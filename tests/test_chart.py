@@ -1,0 +1,428 @@
+"""The Helm chart, rendered by the Helm SDK for several value sets and checked object by object.
+
+Every object must pass the Kubernetes schemas in strict mode (unknown fields fail); the tests
+then assert what the chart promises: the webhooks never see kube-system or podgate's own
+namespace, the caBundle matches the certificate the server gets, the Pod runs under the
+restricted Pod Security profile, RBAC is list/watch on Namespaces only, and the container
+command is one ``podgate serve`` accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python as hp
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from kubernetes_validate.utils import SchemaNotFoundError
+
+from webhook.cli import build_parser
+from webhook.inject import STATUS_ANNOTATION
+from webhook.pods import MIRROR_ANNOTATION
+from webhook.policy import load_policy_set
+
+from .conftest import REPO
+
+CHART = REPO / "charts" / "podgate"
+NAMESPACE = "podgate-system"
+RELEASE = "podgate"
+KUBE_VERSIONS = ("1.30", "1.37")  # matchConditions are GA from 1.30
+CRDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "cert-manager": {"certs": {"mode": "certManager"}},
+    "cert-manager-issuer": {"certs": {"mode": "certManager",
+                                      "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}},
+    "user-secret": {"certs": {"mode": "secret", "secret": {"name": "my-webhook-tls", "caBundle": "<CA>"}}},
+    "ha": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 9},
+           "networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.1/32"],
+                             "ingressFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+           "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+           "podDisruptionBudget": {"maxUnavailable": 1}, "priorityClassName": "system-cluster-critical",
+           "policies": {"files": {"team-a.yaml": "apiVersion: podgate.io/v1alpha1\nkind: Policy\n"
+                                                 "metadata: {name: team-a}\nspec:\n  match:\n"
+                                                 "    namespaces: [team-a]\n"}}},
+    "minimal": {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}, "rbac": {"create": False},
+                "serviceAccount": {"create": False}, "server": {"metrics": False},
+                "webhook": {"matchConditions": False, "mutating": {"enabled": False}}},
+}
+
+
+@pytest.fixture(scope="session")
+def ca_pem() -> str:
+    from webhook.certs import make_ca
+
+    cert, _ = make_ca("test CA")
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.fixture(scope="session")
+def chart() -> hp.Chart:
+    return hp.Chart.load(str(CHART))
+
+
+def _values(name: str, ca_pem: str) -> dict[str, Any]:
+    values = copy.deepcopy(VALUE_SETS[name])
+    if name == "user-secret":
+        values["certs"]["secret"]["caBundle"] = ca_pem
+    return values
+
+
+_rendered: dict[str, list[dict[str, Any]]] = {}
+
+
+def render(chart: hp.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith(".yaml"):
+            objects += [doc for doc in yaml.safe_load_all(text) if doc]
+    return objects
+
+
+@pytest.fixture(params=sorted(VALUE_SETS), scope="module")
+def rendered(request, chart, ca_pem) -> tuple[str, list[dict[str, Any]]]:
+    name = request.param
+    if name not in _rendered:
+        _rendered[name] = render(chart, _values(name, ca_pem))
+    return name, _rendered[name]
+
+
+def objects(chart: hp.Chart, ca_pem: str, name: str) -> list[dict[str, Any]]:
+    if name not in _rendered:
+        _rendered[name] = render(chart, _values(name, ca_pem))
+    return _rendered[name]
+
+
+def one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{kind} {name or ''}: {len(found)} found"
+    return found[0]
+
+
+def kinds(objs: list[dict[str, Any]]) -> set[str]:
+    return {o["kind"] for o in objs}
+
+
+def container(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+# --- every object is valid ---------------------------------------------------------------------
+
+def test_every_object_passes_the_kubernetes_schema_strictly(rendered):
+    _, objs = rendered
+    checked = 0
+    for obj in objs:
+        if (obj["apiVersion"], obj["kind"]) in CRDS:
+            continue
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{obj['kind']} {obj['metadata']['name']} (Kubernetes {version}): "
+                            f"{list(exc.path)}: {exc.message}")
+            except SchemaNotFoundError:
+                pytest.fail(f"no schema for {obj['apiVersion']} {obj['kind']}: add it to CRDS if it is a CRD")
+        checked += 1
+    assert checked >= 5
+
+
+def test_every_object_is_namespaced_to_the_release_or_cluster_scoped(rendered):
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+                      "ValidatingWebhookConfiguration"}
+    for obj in rendered[1]:
+        if obj["kind"] in cluster_scoped:
+            assert "namespace" not in obj["metadata"]
+        else:
+            assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
+
+
+def test_helm_lint_is_clean():
+    result = hp.lint(str(CHART), {}, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    assert result["errors"] == []
+    assert [m for m in result["messages"] if m["severity"] > 1] == []
+
+
+@pytest.mark.parametrize("values, where", [
+    pytest.param({"webhook": {"validating": {"timeoutSeconds": 31}}}, "/webhook/validating/timeoutSeconds",
+                 id="timeout-over-30"),
+    pytest.param({"webhook": {"mutating": {"failurePolicy": "Open"}}}, "/webhook/mutating/failurePolicy",
+                 id="failure-policy"),
+    pytest.param({"certs": {"mode": "secret"}}, "/certs", id="secret-mode-without-secret"),
+    pytest.param({"certs": {"mode": "vault"}}, "/certs/mode", id="unknown-cert-mode"),
+    pytest.param({"replicas": 3}, "additional properties 'replicas'", id="misspelt-value"),
+    pytest.param({"autoscaling": {"enabled": True, "minReplicas": 1}}, "/autoscaling/minReplicas",
+                 id="hpa-below-two"),
+    pytest.param({"policies": {"files": {"../x.yaml": "a"}}}, "'../x.yaml' does not match", id="policy-file-name"),
+])
+def test_schema_rejects_bad_values(chart, values, where):
+    with pytest.raises(hp.HelmValuesError, match=re.escape(where)):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def test_every_schema_property_is_described():
+    import json
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for key, sub in (node.get("properties") or {}).items():
+            assert sub.get("description") or sub.get("properties"), f"{path}/{key} has no description"
+            walk(sub, f"{path}/{key}")
+
+    walk(json.loads((CHART / "values.schema.json").read_text()), "")
+
+
+def leaf_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value and key not in ("resources",):
+            out += leaf_paths(value, path)
+        else:
+            out.append(path)
+    return out
+
+
+def test_the_readme_documents_every_value():
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [p for p in leaf_paths(values) if f"`{p}`" not in readme]
+    assert missing == [], f"chart README.md values table lacks {missing}"
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+def webhooks(objs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(o["kind"], hook) for o in objs if o["kind"].endswith("WebhookConfiguration") for hook in o["webhooks"]]
+
+
+def test_webhooks_never_see_kube_system_or_their_own_namespace(rendered):
+    hooks = webhooks(rendered[1])
+    assert hooks
+    for kind, hook in hooks:
+        expressions = hook["namespaceSelector"]["matchExpressions"]
+        excluded = [e for e in expressions if e["key"] == "kubernetes.io/metadata.name" and e["operator"] == "NotIn"]
+        assert len(excluded) == 1, kind
+        assert {"kube-system", NAMESPACE} <= set(excluded[0]["values"]), kind
+        assert not hook["namespaceSelector"].get("matchLabels"), "labels could re-include a namespace"
+
+
+def test_webhook_settings(rendered):
+    name, objs = rendered
+    service = one(objs, "Service")
+    for kind, hook in webhooks(objs):
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["sideEffects"] == "None"
+        assert 1 <= hook["timeoutSeconds"] <= 10
+        ref = hook["clientConfig"]["service"]
+        assert (ref["name"], ref["namespace"]) == (service["metadata"]["name"], NAMESPACE)
+        assert ref["port"] == service["spec"]["ports"][0]["port"]
+        [rule] = hook["rules"]
+        assert (rule["apiGroups"], rule["resources"], rule["apiVersions"]) == ([""], ["pods"], ["v1"])
+        if kind == "MutatingWebhookConfiguration":
+            assert ref["path"] == "/mutate"
+            assert rule["operations"] == ["CREATE"]
+            assert hook["failurePolicy"] == "Ignore"  # validation, failing closed, checks the final Pod
+            assert hook["reinvocationPolicy"] == "IfNeeded"
+        else:
+            assert ref["path"] == "/validate"
+            assert rule["operations"] == ["CREATE", "UPDATE"]
+            assert hook["failurePolicy"] == "Fail"
+    service_port = service["spec"]["ports"][0]
+    assert service_port["targetPort"] in [p["name"] for p in container(objs)["ports"]]
+
+
+def test_mutating_match_conditions_skip_exactly_what_podgate_skips(chart, ca_pem):
+    [(_, hook)] = [h for h in webhooks(objects(chart, ca_pem, "defaults")) if h[0].startswith("Mutating")]
+    expressions = " ".join(c["expression"] for c in hook["matchConditions"])
+    assert f"'{STATUS_ANNOTATION}'" in expressions and f"'{MIRROR_ANNOTATION}'" in expressions
+    assert "hostNetwork" in expressions
+    assert all("matchConditions" not in h for _, h in webhooks(objects(chart, ca_pem, "minimal")))
+
+
+def test_minimal_installs_only_the_validating_webhook(chart, ca_pem):
+    objs = objects(chart, ca_pem, "minimal")
+    assert "MutatingWebhookConfiguration" not in kinds(objs)
+    assert {"ClusterRole", "ServiceAccount", "PodDisruptionBudget"}.isdisjoint(kinds(objs))
+    assert "--no-metrics" in container(objs)["command"]
+
+
+# --- certificates -----------------------------------------------------------------------------
+
+def tls_volume_secret(objs: list[dict[str, Any]]) -> str:
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    [tls] = [v for v in pod["volumes"] if v["name"] == "tls"]
+    return tls["secret"]["secretName"]
+
+
+def ca_bundles(objs: list[dict[str, Any]]) -> list[str | None]:
+    return [hook["clientConfig"].get("caBundle") for _, hook in webhooks(objs)]
+
+
+def test_helm_generated_certificate_is_wired_to_the_webhooks(chart, ca_pem):
+    objs = objects(chart, ca_pem, "defaults")
+    secret = one(objs, "Secret")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["metadata"]["name"] == tls_volume_secret(objs)
+    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    assert set(ca_bundles(objs)) == {secret["data"]["ca.crt"]}
+    ca = x509.load_pem_x509_certificate(data["ca.crt"])
+    cert = x509.load_pem_x509_certificate(data["tls.crt"])
+    key = serialization.load_pem_private_key(data["tls.key"], None)
+    cert.verify_directly_issued_by(ca)
+    assert cert.public_key() == key.public_key()
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName)
+    assert f"{RELEASE}.{NAMESPACE}.svc" in names  # the name the API server uses for the Service
+    assert cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=365)
+
+
+def test_cert_manager_injects_the_ca_of_the_serving_certificate(chart, ca_pem):
+    for name in ("cert-manager", "cert-manager-issuer"):
+        objs = objects(chart, ca_pem, name)
+        assert "Secret" not in kinds(objs)
+        serving = one(objs, "Certificate", RELEASE)
+        assert serving["spec"]["secretName"] == tls_volume_secret(objs)
+        assert f"{RELEASE}.{NAMESPACE}.svc" in serving["spec"]["dnsNames"]
+        for obj in objs:
+            if obj["kind"].endswith("WebhookConfiguration"):
+                assert obj["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{RELEASE}"
+        assert ca_bundles(objs) and not any(ca_bundles(objs))  # cainjector fills it in
+        issuer = serving["spec"]["issuerRef"]
+        if name == "cert-manager":
+            ca_issuer = one(objs, "Issuer", issuer["name"])
+            ca_cert = one(objs, "Certificate", f"{RELEASE}-ca")
+            assert ca_issuer["spec"]["ca"]["secretName"] == ca_cert["spec"]["secretName"]
+            assert ca_cert["spec"]["isCA"] is True
+        else:
+            assert issuer == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+            assert "Issuer" not in kinds(objs)
+
+
+def test_user_provided_secret_is_mounted_and_its_ca_trusted(chart, ca_pem):
+    objs = objects(chart, ca_pem, "user-secret")
+    assert {"Secret", "Certificate"}.isdisjoint(kinds(objs))
+    assert tls_volume_secret(objs) == "my-webhook-tls"
+    assert set(ca_bundles(objs)) == {base64.b64encode(ca_pem.encode()).decode()}
+
+
+# --- the Pod ----------------------------------------------------------------------------------
+
+def test_pod_meets_the_restricted_pod_security_standard(rendered):
+    objs = rendered[1]
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert not sc.get("privileged")
+        assert set(c["resources"]) == {"requests", "limits"}
+        assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
+    assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == {
+        "tls": {"secret"}, "policies": {"configMap"}, "tmp": {"emptyDir"}}  # no hostPath
+
+
+def test_container_command_is_one_podgate_serve_accepts(rendered):
+    objs = rendered[1]
+    c = container(objs)
+    assert c["command"][:2] == ["podgate", "serve"]
+    args = build_parser().parse_args(c["command"][1:])
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert args.bind == "0.0.0.0:8443"
+    assert args.policies == "/etc/podgate/policies" == mounts["policies"]
+    assert Path(args.cert).parent == Path(args.key).parent == Path(mounts["tls"])
+    assert (Path(args.cert).name, Path(args.key).name) == ("tls.crt", "tls.key")
+    assert all(m["readOnly"] for m in c["volumeMounts"] if m["name"] != "tmp")
+    assert [p["containerPort"] for p in c["ports"]] == [8443]
+
+
+def test_probes_use_the_health_endpoints_over_https(rendered):
+    c = container(rendered[1])
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+
+
+def test_high_availability(rendered):
+    name, objs = rendered
+    deployment = one(objs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    if name == "minimal":
+        return
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert one(objs, "PodDisruptionBudget")["spec"]["selector"] == deployment["spec"]["selector"]
+    assert {t["topologyKey"] for t in pod["topologySpreadConstraints"]} == {
+        "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    assert pod["affinity"]["podAntiAffinity"]
+    if name == "ha":
+        assert "replicas" not in deployment["spec"]  # the HPA owns it
+        hpa = one(objs, "HorizontalPodAutoscaler")
+        assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+        assert hpa["spec"]["minReplicas"] == 3
+    else:
+        assert deployment["spec"]["replicas"] >= 2
+        assert "HorizontalPodAutoscaler" not in kinds(objs)
+
+
+def test_network_policy_and_service_monitor(chart, ca_pem):
+    objs = objects(chart, ca_pem, "ha")
+    policy = one(objs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "https", "protocol": "TCP"}]
+    assert {"ipBlock": {"cidr": "10.0.0.1/32"}} in policy["spec"]["egress"][1]["to"]
+    monitor = one(objs, "ServiceMonitor")
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("https", "/metrics", "https")
+    assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": tls_volume_secret(objs), "key": "ca.crt"}
+    assert endpoint["tlsConfig"]["serverName"] == f"{RELEASE}.{NAMESPACE}.svc"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert "--metrics" in container(objs)["command"]
+
+
+# --- RBAC -------------------------------------------------------------------------------------
+
+def test_rbac_is_list_and_watch_on_namespaces_only(chart, ca_pem):
+    objs = objects(chart, ca_pem, "defaults")
+    role = one(objs, "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]
+    binding = one(objs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    account = one(objs, "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": NAMESPACE}]
+    assert one(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
+
+
+# --- policies: one source of truth ------------------------------------------------------------
+
+def test_policy_configmap_is_the_repository_policies(chart, ca_pem):
+    """charts/podgate/policies links to policies/: the ConfigMap carries those files, unchanged."""
+    assert (CHART / "policies").is_symlink() and (CHART / "policies").resolve() == (REPO / "policies").resolve()
+    data = one(objects(chart, ca_pem, "defaults"), "ConfigMap")["data"]
+    repo = {p.name: p.read_text() for p in (REPO / "policies").glob("*.yaml")}
+    assert repo and data == repo
+
+
+def test_policy_configmap_loads_as_a_policy_set(chart, ca_pem, tmp_path):
+    """What the server will read from the mounted ConfigMap (with an added file) is a valid set."""
+    data = one(objects(chart, ca_pem, "ha"), "ConfigMap")["data"]
+    assert "team-a.yaml" in data
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    policies = load_policy_set(tmp_path)
+    assert {p.name for p in policies.policies} >= {"default", "team-a"}
