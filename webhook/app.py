@@ -15,6 +15,7 @@ from .errors import PolicyError
 from .logs import configure as configure_logging
 from .namespaces import StaticNamespaceLabels, load_namespace_labels
 from .policy import NamespaceLabels
+from .record import RecordOptions, Recorder
 from .settings import Settings
 from .store import PolicyStore
 
@@ -38,6 +39,7 @@ class State:
     settings: Settings
     store: PolicyStore
     namespace_labels: NamespaceLabels
+    recorder: Recorder | None = None  # podgate serve --record; None: recording is off
 
     @property
     def ready(self) -> bool:
@@ -65,7 +67,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     store.watch(settings.reload_interval)
     labels = (load_namespace_labels(settings.namespace_labels_file)
               if settings.namespace_labels_file else StaticNamespaceLabels())
-    app.extensions["podgate"] = State(settings, store, labels)
+    recorder = None
+    if settings.record_dir is not None:
+        recorder = Recorder(RecordOptions(settings.record_dir, settings.record_max_files,
+                                          settings.record_max_bytes, settings.record_user_info))
+    app.extensions["podgate"] = State(settings, store, labels, recorder)
 
     from .views import bp
 

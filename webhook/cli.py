@@ -71,12 +71,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reload_interval=args.reload_interval,
         namespace_labels_file=Path(args.namespace_labels) if args.namespace_labels else None,
         metrics=args.metrics)
+    if args.record:
+        settings = dataclasses.replace(settings, record_dir=Path(args.record), record_max_files=args.record_max,
+                                       record_max_bytes=args.record_max_bytes, record_user_info=args.record_user_info)
     options = ServerOptions(bind=args.bind, certfile=cert, keyfile=key, workers=args.workers,
                             threads=args.threads, max_requests=args.max_requests,
                             client_ca=args.client_ca or "")
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "[::]") else host
     print(f"podgate {__version__} listening on https://{host}:{port} "
           f"(policies: {args.policies or 'bundled'}, certificate: {cert})", flush=True)
+    if settings.record_dir is not None:
+        print(f"recording AdmissionReview requests to {settings.record_dir} (at most {settings.record_max_files} "
+              f"files, userInfo {'kept' if settings.record_user_info else 'redacted'}); "
+              f"make test cases with: podgate test DIR --init {settings.record_dir}/*.json", flush=True)
     cacert = f"--cacert {ca}" if ca else "-k"
     print("try it:\n  curl -s " + cacert + " -H 'Content-Type: application/json' "
           f"https://{shown}:{port}/validate -d '{_DEMO_REVIEW}'", flush=True)
@@ -255,6 +262,16 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 # --- parser -----------------------------------------------------------------------------------
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podgate", description="Admission webhook for multi-container Pods.")
     parser.add_argument("--version", action="version", version=f"podgate {__version__}")
@@ -280,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how often to look for changed policy files (0: never)")
     p.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=True,
                    help="serve Prometheus metrics on /metrics, summed over the workers (default: on)")
+    p.add_argument("--record", metavar="DIR",
+                   help="save the AdmissionReview requests received in DIR, for podgate test --init")
+    p.add_argument("--record-max", type=_positive, default=1000, metavar="N",
+                   help="with --record: stop after N files, across workers and restarts (default: 1000)")
+    p.add_argument("--record-max-bytes", type=_positive, default=1024 * 1024, metavar="BYTES",
+                   help="with --record: skip larger requests (default: 1 MiB)")
+    p.add_argument("--record-user-info", action="store_true",
+                   help="with --record: keep request.userInfo (who sent it); default: redacted")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("review", help="answer one AdmissionReview request file, as the server would")

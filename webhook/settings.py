@@ -19,6 +19,10 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES + 64 * 1024  # room for the AdmissionReview envelope
     namespace_labels_file: Path | None = None  # static namespace labels (offline / no API access)
     metrics: bool = True  # serve /metrics (Prometheus text format)
+    record_dir: Path | None = None  # save received AdmissionReview requests here (podgate serve --record)
+    record_max_files: int = 1000  # at most this many, across workers and restarts
+    record_max_bytes: int = 1024 * 1024  # larger requests are not recorded
+    record_user_info: bool = False  # keep request.userInfo (default: redacted)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -34,6 +38,14 @@ class Settings:
             settings = replace(settings, namespace_labels_file=Path(value))
         if value := env.get("PODGATE_METRICS"):
             settings = replace(settings, metrics=value.lower() not in ("0", "false", "no", "off"))
+        if value := env.get("PODGATE_RECORD_DIR"):
+            settings = replace(settings, record_dir=Path(value))
+        if value := env.get("PODGATE_RECORD_MAX_FILES"):
+            settings = replace(settings, record_max_files=int(value))
+        if value := env.get("PODGATE_RECORD_MAX_BYTES"):
+            settings = replace(settings, record_max_bytes=int(value))
+        if value := env.get("PODGATE_RECORD_USER_INFO"):
+            settings = replace(settings, record_user_info=value.lower() in ("1", "true", "yes", "on"))
         return settings
 
     def to_env(self) -> dict[str, str]:
@@ -45,4 +57,8 @@ class Settings:
             env["PODGATE_POLICIES"] = str(self.policy_dir)
         if self.namespace_labels_file is not None:
             env["PODGATE_NAMESPACE_LABELS"] = str(self.namespace_labels_file)
+        if self.record_dir is not None:
+            env.update(PODGATE_RECORD_DIR=str(self.record_dir), PODGATE_RECORD_MAX_FILES=str(self.record_max_files),
+                       PODGATE_RECORD_MAX_BYTES=str(self.record_max_bytes),
+                       PODGATE_RECORD_USER_INFO="true" if self.record_user_info else "false")
         return env

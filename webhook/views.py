@@ -29,6 +29,8 @@ def _admit(webhook: Webhook) -> Response:
     policies = state.store.current  # one read: the whole request sees one policy set
     assert policies is not None  # create_app refuses to start without one
     outcome = review(body, webhook, Context(policies, state.namespace_labels))
+    if state.recorder is not None and outcome.request is not None:
+        state.recorder.record(webhook, body, outcome.request)
     elapsed = time.perf_counter() - started
     _log(webhook, outcome, elapsed)
     metrics.observe(webhook, outcome, elapsed)
