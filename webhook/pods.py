@@ -257,14 +257,9 @@ def parse_pod(raw: Any, namespace: str | None = None) -> Pod:
     pod_uid = security.get("runAsUser")
     if pod_uid is not None:
         _expect(pod_uid, int, "/spec/securityContext/runAsUser", "a user ID")
+    # The API server validates the rest (at least one container, unique names) after mutation;
+    # podgate checks only the shapes its rules read.
     containers = tuple(iter_containers(spec, "/spec", pod_uid))
-    if not any(c.role is Role.APP for c in containers):
-        raise PodShapeError("/spec/containers", "a Pod needs at least one container")
-    seen: set[str] = set()
-    for c in containers:
-        if c.name in seen:
-            raise PodShapeError("/spec", f"container name {c.name!r} is used twice")
-        seen.add(c.name)
     host_network = spec.get("hostNetwork", False)
     _expect(host_network, bool, "/spec/hostNetwork", "a boolean")
     automount = spec.get("automountServiceAccountToken")
