@@ -9,7 +9,6 @@ import base64
 import http.client
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 import helm_python as hp
 
 from .conftest import recorded
-from .live_server import free_port
+from .live_server import free_port, stop
 from .test_chart import CHART, NAMESPACE, RELEASE, container, one, render, webhooks
 
 
@@ -92,9 +91,4 @@ def test_rendered_chart_serves_the_api_server(tmp_path: Path) -> None:
         status, body = call("GET", "/metrics")
         assert status == 200 and b"podgate_admission_requests_total" in body
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
