@@ -16,6 +16,7 @@ import orjson
 
 from . import inject
 from .errors import InjectionError, PodShapeError, ReviewError
+from .nscache import NamespaceUnavailable
 from .pods import Pod, parse_pod
 from .policy import NamespaceLabels, PolicySet, no_namespace_labels
 from .review import AdmissionRequest, allowed, denied, errored, parse_review
@@ -87,7 +88,11 @@ def decide(request: AdmissionRequest, webhook: Webhook, ctx: Context) -> Decisio
         pod = parse_pod(request.object, request.namespace)
     except PodShapeError as exc:
         return _shape_error(request, exc)
-    labels = ctx.namespace_labels(pod.namespace)
+    try:
+        labels = ctx.namespace_labels(pod.namespace)
+    except NamespaceUnavailable as exc:
+        return Decision(False, "namespace labels unavailable", message=str(exc), code=503,
+                        pod=f"{pod.namespace}/{pod.display_name}")
     policy = ctx.policies.governing(pod.namespace, labels)
     where = f"{pod.namespace}/{pod.display_name}"
     exemption = policy.exemption(pod)

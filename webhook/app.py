@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from .errors import PolicyError
 from .logs import configure as configure_logging
 from .namespaces import StaticNamespaceLabels, load_namespace_labels
+from .nscache import NamespaceCache, api_client
 from .policy import NamespaceLabels
 from .record import RecordOptions, Recorder
 from .settings import Settings
@@ -40,10 +41,19 @@ class State:
     store: PolicyStore
     namespace_labels: NamespaceLabels
     recorder: Recorder | None = None  # podgate serve --record; None: recording is off
+    namespace_cache: NamespaceCache | None = None  # labels from the API server (in a cluster)
 
     @property
     def ready(self) -> bool:
-        return self.store.current is not None
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once policies are loaded and (in a cluster) namespace labels first synced."""
+        if self.store.current is None:
+            return False, "policies not loaded"
+        if self.namespace_cache is not None:
+            return self.namespace_cache.status()
+        return True, "ready"
 
 
 def json_error(status: int, message: str) -> Response:
@@ -65,13 +75,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     if not store.load():
         raise PolicyError(store.last_error or "policies could not be loaded")
     store.watch(settings.reload_interval)
-    labels = (load_namespace_labels(settings.namespace_labels_file)
-              if settings.namespace_labels_file else StaticNamespaceLabels())
+    cache = None
+    labels: NamespaceLabels
+    if settings.kube_api:
+        cache = NamespaceCache(api_client(settings.kube_api), resync=settings.namespace_resync,
+                               on_unavailable=settings.namespace_fallback,  # type: ignore[arg-type]
+                               report=metrics.set_namespace_cache, count=metrics.namespace_cache_event)
+        cache.start()
+        labels = cache
+    elif settings.namespace_labels_file:
+        labels = load_namespace_labels(settings.namespace_labels_file)
+    else:
+        labels = StaticNamespaceLabels()
     recorder = None
     if settings.record_dir is not None:
         recorder = Recorder(RecordOptions(settings.record_dir, settings.record_max_files,
                                           settings.record_max_bytes, settings.record_user_info))
-    app.extensions["podgate"] = State(settings, store, labels, recorder)
+    app.extensions["podgate"] = State(settings, store, labels, recorder, cache)
 
     from .views import bp
 

@@ -71,6 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reload_interval=args.reload_interval,
         namespace_labels_file=Path(args.namespace_labels) if args.namespace_labels else None,
         metrics=args.metrics)
+    if args.kube_api:
+        if args.namespace_labels:
+            raise UsageError("--kube-api and --namespace-labels are two sources of namespace labels: pick one")
+        settings = dataclasses.replace(settings, kube_api=args.kube_api, namespace_fallback=args.namespace_fallback)
     if args.record:
         settings = dataclasses.replace(settings, record_dir=Path(args.record), record_max_files=args.record_max,
                                        record_max_bytes=args.record_max_bytes, record_user_info=args.record_user_info)
@@ -295,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=0, help="recycle a worker after N requests (0: never)")
     p.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
                    help="how often to look for changed policy files (0: never)")
+    p.add_argument("--kube-api", metavar="SOURCE",
+                   help="keep namespace labels from the API server: in-cluster, kubeconfig, or a URL such as "
+                        "kubectl proxy's http://127.0.0.1:8001")
+    p.add_argument("--namespace-fallback", choices=("deny", "no-labels"), default="deny",
+                   help="with --kube-api, for a namespace never seen while the API is unreachable: deny the "
+                        "request (retryable; default) or evaluate it as if the namespace had no labels")
     p.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=True,
                    help="serve Prometheus metrics on /metrics, summed over the workers (default: on)")
     p.add_argument("--record", metavar="DIR",

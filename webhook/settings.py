@@ -18,6 +18,9 @@ class Settings:
     reload_interval: float = 2.0  # seconds between checks of the policy files; 0 disables
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES + 64 * 1024  # room for the AdmissionReview envelope
     namespace_labels_file: Path | None = None  # static namespace labels (offline / no API access)
+    kube_api: str | None = None  # namespace labels from the API: in-cluster | kubeconfig | http(s)://URL
+    namespace_fallback: str = "deny"  # a namespace the cache never saw, API unreachable: deny | no-labels
+    namespace_resync: float = 300.0  # seconds before the namespace watch is renewed
     metrics: bool = True  # serve /metrics (Prometheus text format)
     record_dir: Path | None = None  # save received AdmissionReview requests here (podgate serve --record)
     record_max_files: int = 1000  # at most this many, across workers and restarts
@@ -36,6 +39,12 @@ class Settings:
             settings = replace(settings, max_body_bytes=int(value))
         if value := env.get("PODGATE_NAMESPACE_LABELS"):
             settings = replace(settings, namespace_labels_file=Path(value))
+        if value := env.get("PODGATE_KUBE_API"):
+            settings = replace(settings, kube_api=value)
+        if value := env.get("PODGATE_NAMESPACE_FALLBACK"):
+            settings = replace(settings, namespace_fallback=value)
+        if value := env.get("PODGATE_NAMESPACE_RESYNC"):
+            settings = replace(settings, namespace_resync=float(value))
         if value := env.get("PODGATE_METRICS"):
             settings = replace(settings, metrics=value.lower() not in ("0", "false", "no", "off"))
         if value := env.get("PODGATE_RECORD_DIR"):

@@ -78,7 +78,5 @@ def metrics_view() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    state = _state()
-    if not state.ready:
-        return Response("policies not loaded\n", status=503, mimetype="text/plain")
-    return Response("ready\n", mimetype="text/plain")
+    ready, detail = _state().readiness()
+    return Response(detail + "\n", status=200 if ready else 503, mimetype="text/plain")
