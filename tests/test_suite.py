@@ -122,7 +122,7 @@ MALFORMED = [
     pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    manifest: m.yaml\n    expect: {{allowed: true}}\n",
                  "podgate-test.yaml:7: /cases/0: a case needs exactly one of request, manifest, object", id="two-inputs"),
     pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    expect:\n      alowed: true\n",
-                 "podgate-test.yaml:10: /cases/0/expect: Additional properties are not allowed ('alowed' was unexpected)",
+                 "podgate-test.yaml:10: /cases/0/expect/alowed: Additional properties are not allowed ('alowed' was unexpected)",
                  id="typo-in-expect"),
     pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    expect: {{rules: port-collision}}\n",
                  "podgate-test.yaml:9: /cases/0/expect/rules: 'port-collision' is not of type 'array'", id="rules-not-list"),

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from . import __version__
-from . import check, explain, suite
+from . import check, explain, lint, suite
 from .admission import Context, review
 from .certs import DEFAULT_NAMES, ensure_self_signed, service_names, write_certificates
 from .errors import PodgateError
@@ -244,14 +244,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
 # --- policy lint, certs -----------------------------------------------------------------------
 
 def cmd_policy_lint(args: argparse.Namespace) -> int:
-    try:
-        policies = load_policy_set(args.dir)
-    except PodgateError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_DENIED
-    print(f"{args.dir}: {len(policies.policies)} polic{'ies' if len(policies.policies) != 1 else 'y'}, "
-          f"{len(policies.profiles)} mesh profile{'s' if len(policies.profiles) != 1 else ''}: OK")
-    return EXIT_OK
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a directory of policy files")
+    report = lint.lint(directory)
+    if args.output == "json":
+        _print_json({"problems": [p.to_json() for p in report.problems],
+                     "summary": {"policies": report.policies, "profiles": report.profiles,
+                                 "errors": report.errors, "warnings": report.warnings}})
+    else:
+        for problem in report.problems:
+            print(problem)
+        print(f"{directory}: {report.policies} polic{'ies' if report.policies != 1 else 'y'}, {report.profiles} "
+              f"mesh profile{'s' if report.profiles != 1 else ''}: {report.errors} error"
+              f"{'s' if report.errors != 1 else ''}, {report.warnings} warning{'s' if report.warnings != 1 else ''}")
+    failed = report.errors or (args.strict and report.warnings)
+    return EXIT_DENIED if failed else EXIT_OK
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -362,9 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("policy", help="work with policy files")
     psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
-    lint = psub.add_parser("lint", help="check a policy directory")
-    lint.add_argument("dir", metavar="DIR")
-    lint.set_defaults(func=cmd_policy_lint)
+    p = psub.add_parser("lint", help="check a policy directory: schema, rule IDs, contradictions",
+                        description="Exit 0: no errors (warnings allowed); 1: errors (or warnings with --strict).")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("--strict", action="store_true", help="fail on warnings too")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(func=cmd_policy_lint)
 
     p = sub.add_parser("certs", help="make a CA and a serving certificate")
     p.add_argument("--out", default="certs", metavar="DIR")

@@ -25,7 +25,7 @@ from .manifests import ManifestError, read_documents
 from .namespaces import StaticNamespaceLabels
 from .offline import Admission, Step, admit, pod_review
 from .policy import PolicySet, default_policy_dir, load_policy_set
-from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents
+from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 
 SUITE_NAMES = ("podgate-test.yaml", "podgate-test.yml")
 SCHEMA_FILE = "suite.schema.json"
@@ -135,7 +135,7 @@ def _schema_message(path: Path, doc: YamlDocument, error: jsonschema.ValidationE
         message = "a case needs exactly one of request, manifest, object"
     else:
         best = jsonschema.exceptions.best_match([error]) if error.context else error
-        at, message = list(best.absolute_path), best.message
+        at, message = schema_error_path(best), best.message
     return f"{_where(path, doc, at)}: {message}"
 
 

@@ -32,10 +32,10 @@ class YamlDocument:
         yield from _duplicates(self.node, [])
 
 
-def load_documents(text: str) -> list[YamlDocument]:
+def load_documents(text: str, loader_class: type[yaml.SafeLoader] = yaml.SafeLoader) -> list[YamlDocument]:
     """Parse a YAML (or JSON) stream; empty documents are skipped. Raises yaml.YAMLError."""
     out = []
-    loader = yaml.SafeLoader(text)
+    loader = loader_class(text)
     try:
         index = 0
         while loader.check_node():
@@ -92,3 +92,15 @@ def json_pointer(path: Sequence[Any]) -> str:
     """RFC 6901 pointer for a path of keys and indices (``/`` for the root)."""
     parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
     return "/" + "/".join(parts) if parts else "/"
+
+
+def schema_error_path(error: Any) -> list[Any]:
+    """Where a jsonschema error is, as precisely as a person needs it: for an unexpected key, the
+    key itself (jsonschema reports the mapping that holds it)."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        extra = [k for k in error.instance if k not in known]
+        if extra:
+            path.append(extra[0])
+    return path

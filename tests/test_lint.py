@@ -1,0 +1,138 @@
+"""``podgate policy lint``: every problem names file, line and JSON path; errors exit 1,
+warnings only with --strict; the bundled policies are clean."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from webhook.cli import main
+
+from .conftest import REPO
+
+HEAD = "apiVersion: podgate.io/v1alpha1\nkind: Policy\nmetadata:\n  name: {name}\nspec:\n"
+
+
+def policy(name: str, body: str) -> str:
+    return HEAD.format(name=name) + body
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> Path:
+    """A copy of the bundled policies to add files to (named z-* to sort after them)."""
+    target = tmp_path / "policies"
+    target.mkdir()
+    for f in (REPO / "policies").glob("*.yaml"):
+        shutil.copy(f, target)
+    return target
+
+
+def lint(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["policy", "lint", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bundled_policies_are_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = lint(capsys, "--strict", str(REPO / "policies"))
+    assert code == 0
+    assert out == f"{REPO / 'policies'}: 1 policy, 1 mesh profile: 0 errors, 0 warnings\n"
+
+
+CASES = [
+    pytest.param(policy("a", "  match: {namespaces: [a]}\n  rules:\n    port-colision: warn\n"),
+                 ['z.yaml:8: error: /spec/rules/port-colision: unknown rule "port-colision"; '
+                  'did you mean "port-collision"?'], id="unknown-rule"),
+    pytest.param(policy("a", "  match: {namespaces: [a]}\n  rules:\n    port-collision: maybe\n"),
+                 ["z.yaml:8: error: /spec/rules/port-collision: 'maybe' is not one of ['deny', 'warn', 'audit', 'off']"],
+                 id="bad-action"),
+    pytest.param(policy("a", "  match: {namespaces: [a]}\n  rules:\n    port-collision: warn\n"
+                             "    port-collision: deny\n"),
+                 ["z.yaml:9: error: /spec/rules/port-collision: key given twice (also on line 8)"], id="duplicate-key"),
+    pytest.param(policy("a", "  match:\n    namespaces: [a]\n  mesh:\n    profile: istio\n"),
+                 ["z.yaml:9: error: /spec/mesh/profile: no MeshProfile named 'istio' (known: mesh-proxy)"],
+                 id="unknown-profile"),
+    pytest.param(policy("a", "  rules: {}\n"),
+                 ["z.yaml:6: error: /spec: only one policy may omit match (the default); policy 'default'"],
+                 id="two-defaults"),
+    pytest.param(policy("default", "  match: {namespaces: [a]}\n"),
+                 ["z.yaml:4: error: /metadata/name: Policy 'default' is also defined in"], id="duplicate-name"),
+    pytest.param(policy("a", "  match: {namespaces: [shop, a]}\n") + "---\n"
+                 + policy("b", "  match:\n    namespaces: [b, shop]\n"),
+                 ["z.yaml:14: warning: /spec/match/namespaces/1: namespace 'shop' is also matched by policy 'a', "
+                  "which comes first (file order): this policy never governs it"], id="shadowed-namespace"),
+    pytest.param(policy("a", "  match: {namespaces: [shop]}\n  exemptions:\n    namespaces: [shop]\n"
+                             "  mesh:\n    profile: mesh-proxy\n    namespaces: [shop]\n"),
+                 ["z.yaml:8: warning: /spec/exemptions/namespaces/0: namespace 'shop' is both matched and exempted",
+                  "z.yaml:11: warning: /spec/mesh/namespaces/0: namespace 'shop' is in the mesh and also exempt"],
+                 id="exempt-and-meshed"),
+    pytest.param(policy("a", "  match: {namespaces: [a]}\n  mesh:\n    profile: mesh-proxy\n    podSelector: {}\n"
+                             "  exemptions:\n    podSelector: {}\n"),
+                 ["z.yaml:9: warning: /spec/mesh/podSelector: an empty selector matches everything",
+                  "z.yaml:11: warning: /spec/exemptions/podSelector: an empty selector matches every Pod"],
+                 id="empty-selectors"),
+    pytest.param("apiVersion: podgate.io/v1alpha1\nkind: MeshProfile\nmetadata: {name: guard}\nspec:\n  proxy:\n"
+                 "    name: envoy\n    uid: 1337\n    reservedPorts: [15001, 15001]\n---\n"
+                 + policy("a", "  match: {namespaces: [a]}\n  mesh:\n    profile: guard\n    namespaces: [a]\n"),
+                 ["z.yaml:8: warning: /spec/proxy/reservedPorts/1: 15001/TCP is listed twice",
+                  "z.yaml:17: warning: /spec/mesh/profile: MeshProfile 'guard' has no injection and missing-proxy "
+                  "is deny: every Pod this policy meshes is denied unless another injector adds the proxy first"],
+                 id="no-injection-but-missing-proxy-deny"),
+    pytest.param("apiVersion: podgate.io/v1alpha1\nkind: MeshProfile\nmetadata: {name: p}\nspec:\n"
+                 "  proxy: {name: envoy, uid: 1337, reservedPorts: [15000]}\n  injection:\n    container:\n"
+                 "      image: envoy\n      ports:\n        - {containerPort: 15021}\n"
+                 "    redirect:\n      name: init\n      image: init\n      ports: {inbound: 15006, outbound: 15000}\n",
+                 ["z.yaml:10: warning: /spec/injection/container/ports/0: the proxy container declares 15021/TCP, "
+                  "which spec.proxy.reservedPorts does not list",
+                  "z.yaml:14: error: /spec/injection/redirect/ports/inbound: the proxy captures inbound traffic on "
+                  "15006/TCP, but spec.proxy.reservedPorts does not list it"],
+                 id="proxy-ports-outside-reserved"),
+    pytest.param("apiVersion: podgate.io/v1alpha1\nkind: Policy\nmetadata:\n  name: a\nspec:\n  rules: [\n",
+                 ["z.yaml:7: error: invalid YAML: expected the node content, but found '<stream end>'"], id="bad-yaml"),
+    pytest.param(policy("Bad_Name", "  match: {namespaces: [a]}\n  extra: 1\n"),
+                 ["z.yaml:4: error: /metadata/name: 'Bad_Name' does not match",
+                  "z.yaml:7: error: /spec/extra: Additional properties are not allowed ('extra' was unexpected)"],
+                 id="schema-errors"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_problems_name_file_line_and_path(policies: Path, capsys: pytest.CaptureFixture[str], text: str,
+                                          expected: list[str]) -> None:
+    (policies / "z.yaml").write_text(text)
+    code, out, _ = lint(capsys, str(policies))
+    lines = out.splitlines()
+    for want in expected:
+        assert any(line.startswith(f"{policies / want}") or line.startswith(str(policies / want)) for line in lines), \
+            f"{want!r} not in:\n{out}"
+    problems = [line for line in lines[:-1]]
+    assert len(problems) == len(expected), out
+    errors = sum(": error: " in line for line in problems)
+    assert code == (1 if errors else 0)
+    assert lines[-1].endswith(f"{errors} error{'s' if errors != 1 else ''}, {len(problems) - errors} "
+                              f"warning{'s' if len(problems) - errors != 1 else ''}")
+
+
+def test_strict_fails_on_warnings_and_json_output(policies: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (policies / "z.yaml").write_text(policy("a", "  match: {namespaces: [a]}\n  exemptions:\n    podSelector: {}\n"))
+    assert lint(capsys, str(policies))[0] == 0
+    assert lint(capsys, "--strict", str(policies))[0] == 1
+    code, out, _ = lint(capsys, "-o", "json", str(policies))
+    report = json.loads(out)
+    assert report["summary"] == {"policies": 2, "profiles": 1, "errors": 0, "warnings": 1}
+    assert report["problems"] == [{"severity": "warning", "file": str(policies / "z.yaml"), "line": 8,
+                                   "path": "/spec/exemptions/podSelector",
+                                   "message": "an empty selector matches every Pod: the whole policy is switched off"}]
+
+
+def test_not_a_directory_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = lint(capsys, str(tmp_path / "nope"))
+    assert code == 2 and "not a directory of policy files" in err
+
+
+def test_empty_directory_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = lint(capsys, str(tmp_path))
+    assert code == 1 and "error: no policy files (*.yaml) found" in out
