@@ -1,4 +1,5 @@
-# The front door: `make serve` runs podgate, `make test` runs the tests. Both install what they need.
+# The front door: `make serve` runs podgate, `make test` runs the tests, `make bench` the benchmark.
+# All install what they need.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,6 +17,9 @@ serve: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py $(ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/podgate policy lint policies

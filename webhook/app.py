@@ -93,13 +93,15 @@ def create_app(settings: Settings | None = None) -> Flask:
                                           settings.record_max_bytes, settings.record_user_info))
     app.extensions["podgate"] = State(settings, store, labels, recorder, cache)
 
-    from .views import bp
+    from .views import baseline_bp, bp
 
     app.register_blueprint(bp)
     if settings.metrics:
         from .views import metrics_view
 
         app.add_url_rule("/metrics", view_func=metrics_view, methods=["GET"])
+    if settings.bench_baseline:
+        app.register_blueprint(baseline_bp)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -26,6 +26,9 @@ class Settings:
     record_max_files: int = 1000  # at most this many, across workers and restarts
     record_max_bytes: int = 1024 * 1024  # larger requests are not recorded
     record_user_info: bool = False  # keep request.userInfo (default: redacted)
+    # Serve /baseline: parse the AdmissionReview and allow, evaluating nothing. Only the
+    # benchmark (bench/run.py) turns it on, to measure what podgate adds to the HTTP and JSON work.
+    bench_baseline: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +58,8 @@ class Settings:
             settings = replace(settings, record_max_bytes=int(value))
         if value := env.get("PODGATE_RECORD_USER_INFO"):
             settings = replace(settings, record_user_info=value.lower() in ("1", "true", "yes", "on"))
+        if env.get("PODGATE_BENCH_BASELINE", "").lower() in ("1", "true", "yes"):
+            settings = replace(settings, bench_baseline=True)
         return settings
 
     def to_env(self) -> dict[str, str]:
@@ -70,4 +75,6 @@ class Settings:
             env.update(PODGATE_RECORD_DIR=str(self.record_dir), PODGATE_RECORD_MAX_FILES=str(self.record_max_files),
                        PODGATE_RECORD_MAX_BYTES=str(self.record_max_bytes),
                        PODGATE_RECORD_USER_INFO="true" if self.record_user_info else "false")
+        if self.bench_baseline:
+            env["PODGATE_BENCH_BASELINE"] = "1"
         return env

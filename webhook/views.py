@@ -10,9 +10,12 @@ from flask import Blueprint, Response, current_app, request
 from . import metrics
 from .admission import Context, Outcome, Webhook, review
 from .app import State, json_error
-from .review import dumps
+from .errors import ReviewError
+from .review import allowed, dumps, parse_review
 
 bp = Blueprint("admission", __name__)
+# Registered only with Settings.bench_baseline (PODGATE_BENCH_BASELINE=1): never in production.
+baseline_bp = Blueprint("baseline", __name__)
 log = logging.getLogger("podgate.decision")
 
 
@@ -63,6 +66,22 @@ def validate() -> Response:
 @bp.post("/mutate")
 def mutate() -> Response:
     return _admit("mutate")
+
+
+@baseline_bp.post("/baseline")
+def baseline() -> Response:
+    """The benchmark's yardstick: the HTTP and JSON work any webhook must do, and nothing else.
+
+    Same checks, body read, AdmissionReview parse and response rendering as /validate, but no
+    policy, no rules, no log line: what /validate costs beyond this is what podgate costs.
+    """
+    if request.mimetype != "application/json":
+        return json_error(415, f"Content-Type must be application/json, got {request.mimetype or 'none'!r}")
+    try:
+        req = parse_review(request.get_data(cache=False))
+    except ReviewError as exc:
+        return json_error(exc.status, exc.message)
+    return Response(dumps(allowed(req)), mimetype="application/json")
 
 
 @bp.get("/healthz")

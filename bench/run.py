@@ -1,0 +1,234 @@
+"""podgate's benchmark: what podgate costs beyond the HTTP and JSON work any webhook must do.
+
+    .venv/bin/python bench/run.py            # everything, about two minutes (make bench)
+    .venv/bin/python bench/run.py --quick    # a few seconds: does it run, roughly where are we
+    .venv/bin/python bench/run.py --mode served|inprocess|workers [--json results.json]
+
+Figures are ratios measured in one run (podgate / baseline), because absolute numbers on a
+shared machine drift by 15-20% between runs. bench/README.md explains the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import inprocess  # noqa: E402
+import payloads  # noqa: E402
+import served  # noqa: E402
+
+# The targets, as ratios in one run.
+SERVED_LATENCY = 1.10  # p50 and p99 of /validate and /mutate at most this times the baseline's
+SERVED_THROUGHPUT = 0.90  # requests/s at least this times the baseline's
+INPROCESS = 2.0  # review at most this times json.loads + json.dumps (stdlib) of the same bytes
+LINEAR = 12.0  # 1,000 listeners at most this times the cost of 100
+WORKERS = 1.6  # 4 connections on 2 workers at least this times the throughput of 1 worker
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model or platform.machine()}, Python {platform.python_version()}"
+
+
+def verdict(ok: bool) -> str:
+    return "ok  " if ok else "MISS"
+
+
+class Report:
+    def __init__(self) -> None:
+        self.checks: list[tuple[str, bool]] = []
+        self.data: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%SZ",
+                                                                                      time.gmtime())}
+
+    def check(self, what: str, ok: bool) -> None:
+        self.checks.append((what, ok))
+
+
+def run_served(args: argparse.Namespace, tmp: Path, report: Report) -> None:
+    from webhook.admission import Context, review
+    from webhook.policy import load_policy_set
+
+    ctx = Context(load_policy_set())
+
+    def expected(path: str, body: bytes) -> Any:
+        if path == "/baseline":
+            req = orjson.loads(body)
+            return {"apiVersion": req["apiVersion"], "kind": "AdmissionReview",
+                    "response": {"uid": req["request"]["uid"], "allowed": True}}
+        return review(body, path.strip("/"), ctx).response  # type: ignore[arg-type]
+
+    scenarios: list[tuple[str, str, list[bytes]]] = [
+        (p.name, f"/{p.webhook}", [p.body]) for p in payloads.synthetic()]
+    recorded = payloads.recorded()
+    for webhook in ("validate", "mutate"):
+        scenarios.append((f"recorded ({sum(p.webhook == webhook for p in recorded)} requests)", f"/{webhook}",
+                          [p.body for p in recorded if p.webhook == webhook]))
+
+    server = served.Server.start("podgate", tmp, *args.server_args)
+    load = None
+    try:
+        served.check_answers(server, expected, [(path, b) for _, path, bodies in scenarios for b in bodies]
+                             + [("/baseline", b) for _, _, bodies in scenarios for b in bodies])
+        load = served.Load([server], args.connections)
+        print(f"\n## served: gunicorn over TLS, {args.connections} keep-alive connections, "
+              f"{len(server.workers)} workers, blocks of {args.block * 1000:.0f} ms in A B B A order "
+              f"x {args.rounds} rounds\n")
+        print(f"{'scenario':28} {'endpoint':10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU':>11}"
+              f" {'client CPU':>11}")
+        pairs = []
+        for name, path, bodies in scenarios:
+            pair = served.run_pair(load, server, name, path, bodies, args.rounds, args.block)
+            pairs.append(pair)
+            for label, side in ((path, pair.podgate), ("/baseline", pair.baseline)):
+                print(f"{name if label == path else '':28} {label:10} {side.rps:8.0f} "
+                      f"{side.percentile(0.5) * 1000:8.3f} {side.percentile(0.99) * 1000:8.3f} "
+                      f"{side.server_cpu_per_request * 1e6:8.0f} µs {side.client_cpu_per_request * 1e6:8.0f} µs")
+            r = pair.ratios()
+            workers = pair.podgate.server_ticks[1:]
+            share = "/".join(f"{100 * t / max(1, sum(workers)):.0f}" for t in workers)
+            print(f"{'':28} {'ratio':10} {r['rps']:8.2f} {r['p50']:8.2f} {r['p99']:8.2f} {r['cpu']:11.2f}"
+                  f"   worker CPU split {share}%")
+            report.check(f"served {name} {path}: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x (<= {SERVED_LATENCY})",
+                         r["p50"] <= SERVED_LATENCY and r["p99"] <= SERVED_LATENCY)
+            report.check(f"served {name} {path}: throughput {r['rps']:.2f}x (>= {SERVED_THROUGHPUT})",
+                         r["rps"] >= SERVED_THROUGHPUT)
+        report.data["served"] = [
+            {"scenario": p.name, "path": p.path, **{f"ratio_{k}": round(v, 3) for k, v in p.ratios().items()},
+             "podgate": _side(p.podgate), "baseline": _side(p.baseline)} for p in pairs]
+    finally:
+        if load is not None:
+            load.close()
+        server.stop()
+
+
+def _side(side: served.Side) -> dict[str, float]:
+    return {"rps": round(side.rps, 1), "p50_ms": round(side.percentile(0.5) * 1000, 3),
+            "p99_ms": round(side.percentile(0.99) * 1000, 3),
+            "server_cpu_us": round(side.server_cpu_per_request * 1e6, 1),
+            "client_cpu_us": round(side.client_cpu_per_request * 1e6, 1)}
+
+
+def run_workers(args: argparse.Namespace, tmp: Path, report: Report) -> None:
+    body = payloads.envelope(payloads.one_container(), "bench-workers")
+    extra = [a for i, a in enumerate(args.server_args)
+             if a != "--workers" and (i == 0 or args.server_args[i - 1] != "--workers")]
+    two = served.Server.start("two-workers", tmp, *extra, "--workers", "2")
+    one = served.Server.start("one-worker", tmp, *extra, "--workers", "1")
+    load = None
+    try:
+        load = served.Load([two, one], 4)
+        print(f"\n## workers: 4 keep-alive connections, /validate, 2 workers vs 1 (A B B A), "
+              f"{args.reconnects} rounds of fresh connections\n")
+        result = served.run_scaling(load, two, one, body, args.reconnects, args.rounds_workers, args.block)
+        for i, (a, b, ticks) in enumerate(result.rounds):
+            share = "/".join(f"{100 * t / max(1, sum(ticks)):.0f}" for t in ticks)
+            print(f"round {i + 1}: 2 workers {a:7.0f} req/s, 1 worker {b:7.0f} req/s: {a / b:.2f}x "
+                  f"(worker CPU split {share}%)")
+        print(f"worst {result.worst:.2f}x, mean {result.mean:.2f}x")
+        report.check(f"workers: 4 connections on 2 workers {result.worst:.2f}x of 1 worker, worst round "
+                     f"(>= {WORKERS})", result.worst >= WORKERS)
+        report.data["workers"] = {"worst": round(result.worst, 3), "mean": round(result.mean, 3),
+                                  "rounds": [[round(a, 1), round(b, 1)] for a, b, _ in result.rounds]}
+    finally:
+        if load is not None:
+            load.close()
+        two.stop()
+        one.stop()
+
+
+def run_inprocess(args: argparse.Namespace, report: Report) -> None:
+    print(f"\n## in process: request bytes -> response bytes (median of {args.inproc_rounds} repeats, "
+          f"A B B A order)\n")
+    print(f"{'payload':44} {'webhook':9} {'bytes':>9} {'podgate':>10} {'stdlib json':>12} {'ratio':>6}"
+          f" {'orjson':>9}")
+    every = payloads.synthetic() + payloads.recorded()
+    rows = inprocess.measure(every, args.inproc_rounds, args.inproc_target)
+    for row in rows:
+        print(f"{row.name[:44]:44} {row.webhook:9} {row.size:9} {row.podgate * 1e6:7.1f} µs {row.stdlib * 1e6:9.1f} µs"
+              f" {row.ratio:6.2f} {row.orjson * 1e6:6.1f} µs")
+    worst = max(rows, key=lambda r: r.ratio)
+    total = sum(r.podgate for r in rows) / sum(r.stdlib for r in rows)
+    print(f"\nall {len(rows)}: podgate / stdlib json = {total:.2f} in total, worst {worst.ratio:.2f} "
+          f"({worst.name} {worst.webhook})")
+    report.check(f"in process: review at most {worst.ratio:.2f}x json.loads+json.dumps (<= {INPROCESS})",
+                 worst.ratio <= INPROCESS)
+
+    print("\n## in process: scaling with listeners per Pod (10 to a container)\n")
+    scale = inprocess.measure(inprocess.scaling_payloads(), args.inproc_rounds, args.inproc_target)
+    print(f"{'listeners':>9} {'webhook':9} {'bytes':>9} {'podgate':>11} {'per listener':>13} {'stdlib json':>12}"
+          f" {'ratio':>6}")
+    by: dict[tuple[str, int], float] = {}
+    for row in scale:
+        n = int(row.name.split()[0])
+        by[(row.webhook, n)] = row.podgate
+        print(f"{n:9} {row.webhook:9} {row.size:9} {row.podgate * 1e3:8.3f} ms {row.podgate / n * 1e9:10.0f} ns"
+              f" {row.stdlib * 1e3:9.3f} ms {row.ratio:6.2f}")
+    for webhook in ("validate", "mutate"):
+        growth = by[(webhook, 1000)] / by[(webhook, 100)]
+        print(f"{webhook}: 1,000 / 100 listeners = {growth:.1f}x, "
+              f"10,000 / 1,000 = {by[(webhook, 10000)] / by[(webhook, 1000)]:.1f}x")
+        report.check(f"linear: /{webhook} 1,000 listeners {growth:.1f}x the cost of 100 (<= {LINEAR})",
+                     growth <= LINEAR)
+    report.data["inprocess"] = {
+        "ratio_total": round(total, 3), "ratio_worst": round(worst.ratio, 3),
+        "worst": f"{worst.name} {worst.webhook}",
+        "scaling": {f"{w} {n}": round(v * 1e6, 1) for (w, n), v in by.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few seconds: short blocks, one round")
+    parser.add_argument("--mode", choices=("all", "served", "workers", "inprocess"), default="all")
+    parser.add_argument("--connections", type=int, default=4,
+                        help="keep-alive connections (the API server keeps a handful; default 4)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--server-arg", dest="server_args", action="append", default=[], metavar="ARG",
+                        help="extra argument for `podgate serve` (repeat), e.g. --server-arg=--threads=8")
+    args = parser.parse_args(argv)
+    args.server_args = [part for a in args.server_args for part in a.split("=", 1)]
+    if args.quick:
+        args.rounds, args.block, args.reconnects, args.rounds_workers = 1, 0.05, 1, 1
+        args.inproc_rounds, args.inproc_target = 2, 0.002
+    else:
+        args.rounds, args.block, args.reconnects, args.rounds_workers = 6, 0.2, 3, 2
+        args.inproc_rounds, args.inproc_target = 6, 0.02
+
+    report = Report()
+    print(f"podgate benchmark on {report.data['machine']}{' (quick)' if args.quick else ''}")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="podgate-bench-") as tmp:
+        if args.mode in ("all", "served"):
+            run_served(args, Path(tmp), report)
+        if args.mode in ("all", "workers"):
+            run_workers(args, Path(tmp), report)
+    if args.mode in ("all", "inprocess"):
+        run_inprocess(args, report)
+
+    print(f"\n## targets ({time.perf_counter() - started:.0f} s)\n")
+    for what, ok in report.checks:
+        print(f"{verdict(ok)} {what}")
+    report.data["checks"] = [{"check": w, "ok": ok} for w, ok in report.checks]
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(report.data, option=orjson.OPT_INDENT_2))
+    return 0 if all(ok for _, ok in report.checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The benchmark's yardstick endpoint stays off in production, and the benchmark program runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from webhook.app import create_app
+from webhook.settings import Settings
+
+from .conftest import REPO, recorded, review_for
+from .test_rules import ctr, pod, port
+
+
+def test_baseline_is_off_by_default() -> None:
+    assert Settings().bench_baseline is False
+    assert Settings.from_env({}).bench_baseline is False
+    client = create_app(Settings(reload_interval=0)).test_client()
+    assert client.post("/baseline", json=recorded("0002_validate")).status_code == 404
+
+
+@pytest.mark.parametrize("value", ["1", "true"])
+def test_baseline_setting_from_env(value: str) -> None:
+    settings = Settings.from_env({"PODGATE_BENCH_BASELINE": value})
+    assert settings.bench_baseline is True
+    assert Settings.from_env(settings.to_env()).bench_baseline is True
+
+
+def test_baseline_parses_and_allows_without_evaluating() -> None:
+    client = create_app(Settings(reload_interval=0, bench_baseline=True)).test_client()
+    # /validate denies this Pod; the baseline evaluates nothing
+    denied = review_for(pod(ctr("app", port(8080)), ctr("metrics", port(8080))))
+    assert client.post("/validate", json=denied).get_json()["response"]["allowed"] is False
+    assert client.post("/baseline", json=denied).get_json() == {
+        "apiVersion": denied["apiVersion"], "kind": "AdmissionReview",
+        "response": {"uid": denied["request"]["uid"], "allowed": True}}
+    assert client.post("/baseline", data=b"{", content_type="application/json").status_code == 400
+    assert client.post("/baseline", data=b"{}", content_type="text/plain").status_code == 415
+
+
+def test_bench_quick_runs_and_reports_every_target() -> None:
+    """A few seconds of the real benchmark: servers start, answers check out, every target is reported."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick"], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: a target missed (timing on a busy machine)
+    out = proc.stdout
+    for heading in ("## served", "## workers", "## in process", "## targets"):
+        assert heading in out, out
+    for target in ("served 1-container /validate", "served recorded", "workers:", "in process:",
+                   "linear: /validate", "linear: /mutate"):
+        assert target in out, out
