@@ -1,0 +1,141 @@
+"""Injection golden files, in the spirit of Istio's testdata/inject.
+
+Each ``X.yaml`` is a Pod; ``X.yaml.injected`` is the Pod after the JSON Patch that /mutate
+returns has been applied with jsonpatch, as the API server would. ``X.policies/`` gives a case
+its own policy directory; ``X.error`` holds the expected denial. Every result is validated
+against the Kubernetes Pod schema (strict), injected twice (nothing changes the second time),
+and validated by podgate itself. Regenerate with ``REFRESH_GOLDEN=true``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import pytest
+import yaml
+
+from webhook.admission import Context, decide
+from webhook.namespaces import StaticNamespaceLabels
+from webhook.offline import pod_review
+from webhook.policy import PolicySet, load_policy_set
+from webhook.review import AdmissionRequest, parse_review
+
+from . import k8s_schema
+from .conftest import DATA
+
+INJECT = DATA / "inject"
+REFRESH = os.environ.get("REFRESH_GOLDEN") == "true"
+CASES = sorted(INJECT.glob("*.yaml"))
+LABELS = StaticNamespaceLabels({"meshed": {"podgate.io/mesh": "enabled"}})
+
+
+@functools.cache
+def policies_for(case: Path) -> PolicySet:
+    own = case.with_suffix(".policies")
+    return load_policy_set(own if own.is_dir() else None)
+
+
+def request_for(pod: dict[str, Any]) -> AdmissionRequest:
+    return parse_review(pod_review(pod, pod["metadata"].get("namespace", "default")))
+
+
+def mutate(pod: dict[str, Any], policies: PolicySet) -> Any:
+    return decide(request_for(pod), "mutate", Context(policies, LABELS))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
+def test_injection_golden(case: Path) -> None:
+    pod = yaml.safe_load(case.read_text())
+    policies = policies_for(case)
+    decision = mutate(pod, policies)
+    error = case.with_suffix(".error")
+    if error.exists():
+        assert decision.allowed is False and decision.code == 400
+        assert error.read_text().strip() in decision.message
+        return
+    assert decision.allowed, decision.message
+    got = jsonpatch.apply_patch(pod, decision.patch) if decision.patch else pod
+    if decision.patch:
+        assert got == decision.patched_object  # `podgate inject` prints this one
+    golden = case.with_name(case.name + ".injected")
+    if REFRESH:
+        golden.write_text(yaml.safe_dump(got, sort_keys=False))
+    assert got == yaml.safe_load(golden.read_text())
+    k8s_schema.check(got)
+    again = mutate(got, policies)
+    assert again.allowed and not again.patch, f"second injection changed the Pod: {again.patch}"
+    verdict = decide(request_for(got), "validate", Context(policies, LABELS))
+    assert verdict.allowed, verdict.message
+
+
+def test_no_stale_goldens() -> None:
+    wanted = {c.name + ".injected" for c in CASES}
+    assert {p.name for p in INJECT.glob("*.injected")} <= wanted
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.with_suffix(".error").exists()], ids=lambda p: p.stem)
+def test_proxy_placement(case: Path) -> None:
+    """Redirect first, native proxy right after it, then the Pod's own init containers in order."""
+    pod = yaml.safe_load(case.read_text())
+    golden = yaml.safe_load(case.with_name(case.name + ".injected").read_text())
+    status = (golden["metadata"].get("annotations") or {}).get("podgate.io/status")
+    own_init = [c["name"] for c in pod["spec"].get("initContainers") or []]
+    own_app = [c["name"] for c in pod["spec"]["containers"]]
+    if status is None:
+        assert golden == pod
+        return
+    record = yaml.safe_load(status)
+    init = [c["name"] for c in golden["spec"].get("initContainers") or []]
+    assert init == record["initContainers"] + own_init
+    assert [c["name"] for c in golden["spec"]["containers"]] == own_app + record["containers"]
+    proxy = policies_for(case).governing(pod["metadata"]["namespace"], None).mesh.profile.proxy
+    native = [c for c in golden["spec"].get("initContainers", []) if c["name"] == proxy.name]
+    for container in native:
+        assert container["restartPolicy"] == "Always"
+    (proxy_container,) = [c for c in golden["spec"].get("initContainers", []) + golden["spec"]["containers"]
+                          if c["name"] == proxy.name]
+    security = proxy_container["securityContext"]
+    assert security["runAsUser"] == proxy.uid and security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]
+    assert record["profile"] and len(record["hash"]) == 16
+
+
+# --- the served /mutate and `podgate inject` agree with the golden files, byte for byte ---------
+
+SERVED_CASES = [c for c in CASES if not c.with_suffix(".policies").is_dir() and not c.with_suffix(".error").exists()]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from .live_server import live_server
+
+    tmp = tmp_path_factory.mktemp("inject-server")
+    labels = tmp / "namespaces.yaml"
+    labels.write_text(yaml.safe_dump(LABELS.labels))
+    with live_server(tmp, "--namespace-labels", str(labels)) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("case", SERVED_CASES, ids=lambda p: p.stem)
+def test_served_mutate_and_podgate_inject_agree(server: Any, case: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import base64
+    import json
+
+    from webhook.cli import main
+    from webhook.manifests import dump_documents
+
+    pod = yaml.safe_load(case.read_text())
+    body = pod_review(pod, pod["metadata"]["namespace"], dry_run=False)
+    answer = server.session().post(f"{server.url}/mutate?timeout=10s", data=json.dumps(body),
+                                   headers={"Content-Type": "application/json"}, timeout=10).json()["response"]
+    served = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"]))) if "patch" in answer else pod
+    assert served == yaml.safe_load(case.with_name(case.name + ".injected").read_text())
+    labels = tmp_path / "namespaces.yaml"
+    labels.write_text(yaml.safe_dump(LABELS.labels))
+    assert main(["inject", "--namespace-labels", str(labels), str(case)]) == 0
+    assert capsys.readouterr().out == dump_documents([served])
