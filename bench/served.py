@@ -228,7 +228,9 @@ class Load:
         self.reconnect()
 
     def reconnect(self) -> None:
-        """Open fresh connections, all at once, as a restarted API server would."""
+        """Close the connections, then open fresh ones all at once, as a restarted API server would."""
+        self._dispatch(Job("__close__", []), 0.0)
+        time.sleep(0.2)  # let the workers see the old connections go
         self._dispatch(Job("__connect__", []), 0.0)
 
     def _run(self, i: int) -> None:
@@ -237,9 +239,13 @@ class Load:
             job = self.job
             if job is None:
                 return
-            if job.target == "__connect__":
+            if job.target == "__close__":
                 for conn in self.conns[i].values():
                     conn.close()
+                self.conns[i] = {}
+                self.end.wait()
+                continue
+            if job.target == "__connect__":
                 self.conns[i] = {name: Connection(s) for name, s in self.servers.items()}
                 self.end.wait()
                 continue

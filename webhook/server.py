@@ -1,7 +1,9 @@
 """Run the app under gunicorn over TLS: the production server and ``podgate serve``.
 
 gthread workers keep the API server's connections alive (the sync worker would do a TLS
-handshake per request); TLS is 1.2+ with the library's modern cipher defaults.
+handshake per request), balanced so that the API server's few long-lived connections are
+spread over every worker (see ``worker.py``); TLS is 1.2+ with the library's modern cipher
+defaults.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from . import worker
 from .settings import Settings
 
 
@@ -59,12 +62,14 @@ def prepare_metrics_dir(environ: Any = os.environ) -> tuple[Path, bool]:
     return directory, True
 
 
-def _child_exit(server: Any, worker: Any) -> None:
-    """gunicorn hook: drop a dead worker's live gauges (its counters keep counting in the sum)."""
+def _child_exit(server: Any, dead: Any) -> None:
+    """gunicorn hook: free the dead worker's connection slot and drop its live gauges (its
+    counters keep counting in the sum)."""
+    worker.child_exit(server, dead)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(dead.pid)
 
 
 def _load_certificate(factory: Callable[[], ssl.SSLContext], attempts: int = 5,
@@ -108,10 +113,11 @@ class PodgateServer(BaseApplication):
 
     def load_config(self) -> None:
         o = self.options
+        worker.BalancedThreadWorker.table = worker.ConnectionTable(max(64, 4 * o.workers))  # before any fork
         values = {
             "bind": [o.bind],
             "workers": o.workers,
-            "worker_class": "gthread",
+            "worker_class": worker.BalancedThreadWorker,
             "threads": o.threads,
             "timeout": o.timeout,
             "graceful_timeout": o.graceful_timeout,
@@ -125,6 +131,7 @@ class PodgateServer(BaseApplication):
             "errorlog": "-",
             "loglevel": "info",
             "proc_name": "podgate",
+            "pre_fork": worker.pre_fork,
             "child_exit": _child_exit,
         }
         for key, value in values.items():
