@@ -159,3 +159,12 @@ def test_store_watch_thread_reloads(tmp_path: Path) -> None:
         assert store.current.default.actions["port-collision"] == "warn"
     finally:
         store.stop()
+
+
+def test_bad_quantity_in_a_profile_is_a_policy_error(tmp_path: Path) -> None:
+    text = (BUNDLED / "mesh-proxy.yaml").read_text().replace('maxCPU: "2"', "maxCPU: lots")
+    (tmp_path / "mesh-proxy.yaml").write_text(text)
+    (tmp_path / "p.yaml").write_text(policy_doc("mesh: {profile: mesh-proxy}"))
+    with pytest.raises(PolicyError) as err:
+        load_policy_set(tmp_path)
+    assert "mesh-proxy.yaml: /spec/injection/overrides/maxCPU: 'lots' is not a Kubernetes quantity" in str(err.value)

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from kubernetes.utils.quantity import parse_quantity
 
-from .errors import InjectionError
+from .errors import InjectionError, PolicyError
 from .pods import Pod
 from .selectors import Labels
 
@@ -54,7 +54,9 @@ class Injector:
 
 
 def compile_injector(profile: str, proxy_name: str, proxy_uid: int, spec: Mapping[str, Any]) -> Injector | None:
-    """Turn ``spec.injection`` of a MeshProfile into an Injector (None: the profile only validates)."""
+    """Turn ``spec.injection`` of a MeshProfile into an Injector (None: the profile only validates).
+
+    Raises PolicyError with the JSON path of a bad quantity."""
     if not spec or "container" not in spec:
         return None
     container = dict(copy.deepcopy(spec["container"]))
@@ -77,15 +79,26 @@ def compile_injector(profile: str, proxy_name: str, proxy_uid: int, spec: Mappin
         ports = dict(redirect_spec.get("ports") or {})
     limits = (container.get("resources") or {}).get("limits") or {}
     overrides = spec.get("overrides") or {}
-    max_cpu = overrides.get("maxCPU", limits.get("cpu"))
-    max_memory = overrides.get("maxMemory", limits.get("memory"))
+    max_cpu = _bound(overrides, "maxCPU", limits, "cpu")
+    max_memory = _bound(overrides, "maxMemory", limits, "memory")
     digest = hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     return Injector(
         profile=profile, proxy_name=proxy_name, proxy_uid=proxy_uid, mode=mode, container=container,
         redirect=redirect, redirect_ports=ports, volumes=tuple(spec.get("volumes") or ()),
-        max_cpu=parse_quantity(max_cpu) if max_cpu is not None else None,
-        max_memory=parse_quantity(max_memory) if max_memory is not None else None,
+        max_cpu=max_cpu, max_memory=max_memory,
         profile_hash=digest)
+
+
+def _bound(overrides: Mapping[str, Any], key: str, limits: Mapping[str, Any], resource: str) -> Decimal | None:
+    """The largest per-Pod override allowed: the profile's explicit bound, else the proxy's limit."""
+    path, value = (f"/spec/injection/overrides/{key}", overrides[key]) if key in overrides \
+        else (f"/spec/injection/container/resources/limits/{resource}", limits.get(resource))
+    if value is None:
+        return None
+    try:
+        return parse_quantity(value)
+    except (ValueError, TypeError):
+        raise PolicyError(f"{path}: {value!r} is not a Kubernetes quantity (e.g. 500m, 1Gi)") from None
 
 
 @dataclass(frozen=True)

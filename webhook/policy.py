@@ -201,12 +201,16 @@ def _reserved(entries: list[Any]) -> frozenset[tuple[int, str]]:
                      for e in entries)
 
 
-def _compile_profile(spec: Mapping[str, Any], name: str, where: str) -> MeshProfile:
+def _compile_profile(spec: Mapping[str, Any], name: str, where: str, errors: list[str]) -> MeshProfile:
     proxy = spec["proxy"]
     injection = spec.get("injection") or {}
     redirect = injection.get("redirect") or {}
     helpers = frozenset({redirect["name"]}) if redirect.get("name") else frozenset()
-    injector = compile_injector(name, proxy["name"], proxy["uid"], injection)
+    try:
+        injector = compile_injector(name, proxy["name"], proxy["uid"], injection)
+    except PolicyError as exc:
+        errors.append(f"{where}: {exc}")
+        injector = None
     return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], _reserved(proxy["reservedPorts"]), helpers),
                        injector, where)
 
@@ -277,7 +281,7 @@ def load_policy_set(directory: str | Path | None = None) -> PolicySet:
             name = doc["metadata"]["name"]
             if name in profiles:
                 errors.append(f"{where}: /metadata/name: MeshProfile {name!r} is also defined in {profiles[name].source}")
-            profiles[name] = _compile_profile(doc["spec"], name, where)
+            profiles[name] = _compile_profile(doc["spec"], name, where, errors)
     policies: list[Policy] = []
     for where, doc in valid:
         if doc["kind"] == "Policy":
