@@ -3,7 +3,7 @@
 Every object must pass the Kubernetes schemas in strict mode (unknown fields fail); the tests
 then assert what the chart promises: the webhooks never see kube-system or podgate's own
 namespace, the caBundle matches the certificate the server gets, the Pod runs under the
-restricted Pod Security profile, RBAC is list/watch on Namespaces only, and the container
+restricted Pod Security profile, RBAC is read-only on Namespaces only, and the container
 command is one ``podgate serve`` accepts.
 """
 
@@ -52,7 +52,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
            "policies": {"files": {"team-a.yaml": "apiVersion: podgate.io/v1alpha1\nkind: Policy\n"
                                                  "metadata: {name: team-a}\nspec:\n  match:\n"
                                                  "    namespaces: [team-a]\n"}}},
-    "minimal": {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}, "rbac": {"create": False},
+    "minimal": {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}, "namespaceLabels": {"fromAPI": False},
                 "serviceAccount": {"create": False}, "server": {"metrics": False},
                 "webhook": {"matchConditions": False, "mutating": {"enabled": False}}},
 }
@@ -255,6 +255,8 @@ def test_minimal_installs_only_the_validating_webhook(chart, ca_pem):
     assert "MutatingWebhookConfiguration" not in kinds(objs)
     assert {"ClusterRole", "ServiceAccount", "PodDisruptionBudget"}.isdisjoint(kinds(objs))
     assert "--no-metrics" in container(objs)["command"]
+    assert build_parser().parse_args(container(objs)["command"][1:]).kube_api is None
+    assert one(objs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 # --- certificates -----------------------------------------------------------------------------
@@ -395,16 +397,21 @@ def test_network_policy_and_service_monitor(chart, ca_pem):
 
 # --- RBAC -------------------------------------------------------------------------------------
 
-def test_rbac_is_list_and_watch_on_namespaces_only(chart, ca_pem):
+def test_rbac_is_read_only_on_namespaces_only(chart, ca_pem):
     objs = objects(chart, ca_pem, "defaults")
     role = one(objs, "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]
+    # list+watch feed the cache; get fetches a namespace created since the last list
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]
     binding = one(objs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     account = one(objs, "ServiceAccount")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
                                     "namespace": NAMESPACE}]
-    assert one(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True
+    args = build_parser().parse_args(container(objs)["command"][1:])
+    assert (args.kube_api, args.namespace_fallback) == ("in-cluster", "deny")
     assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
 
 
