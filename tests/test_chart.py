@@ -333,6 +333,7 @@ def test_pod_meets_the_restricted_pod_security_standard(rendered):
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert not sc.get("privileged")
+        assert not any(p.get("hostPort") for p in c.get("ports", []))
         assert set(c["resources"]) == {"requests", "limits"}
         assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
     assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == {
