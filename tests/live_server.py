@@ -29,11 +29,17 @@ class LiveServer:
     ca: Path
     cert_dir: Path
     log: Path
+    client_cert: tuple[str, str] | None = None  # (cert, key) presented to a server run with --client-ca
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def session(self) -> requests.Session:
         s = requests.Session()
         s.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify
         s.verify = str(self.ca)
+        s.cert = self.client_cert
         return s
 
     def output(self) -> str:
@@ -42,24 +48,28 @@ class LiveServer:
 
 @contextmanager
 def live_server(tmp: Path, *args: str, env: dict[str, str] | None = None, workers: int = 2,
-                timeout: float = 30.0) -> Iterator[LiveServer]:
-    """Run ``podgate serve`` with a fresh self-signed certificate until the block ends."""
+                timeout: float = 30.0, client_cert: tuple[str, str] | None = None) -> Iterator[LiveServer]:
+    """Run ``podgate serve`` with a fresh self-signed certificate until the block ends.
+
+    The readiness drain is off (``--drain-seconds 0``) unless ``args`` sets it: tests stop servers
+    with SIGTERM and should not wait for it.
+    """
     port = free_port()
     cert_dir = tmp / "certs"
     log = tmp / f"server-{port}.log"
     cmd: Sequence[str] = [sys.executable, "-m", "webhook.cli", "serve", "--bind", f"127.0.0.1:{port}",
-                          "--cert-dir", str(cert_dir), "--workers", str(workers), *args]
+                          "--cert-dir", str(cert_dir), "--workers", str(workers), "--drain-seconds", "0", *args]
     with open(log, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                    start_new_session=True)
-    server = LiveServer(process, f"https://127.0.0.1:{port}", cert_dir / "ca.crt", cert_dir, log)
+    server = LiveServer(process, f"https://127.0.0.1:{port}", cert_dir / "ca.crt", cert_dir, log, client_cert)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"podgate serve exited with {process.returncode}:\n{server.output()}")
             try:
-                if requests.get(f"{server.url}/readyz", verify=str(server.ca), timeout=1).status_code == 200:
+                if server.session().get(f"{server.url}/readyz", timeout=1).status_code == 200:
                     break
             except (requests.ConnectionError, requests.Timeout, OSError):
                 pass

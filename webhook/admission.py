@@ -72,7 +72,7 @@ def _skip_reason(request: AdmissionRequest) -> str | None:
     return None
 
 
-def _shape_error(request: AdmissionRequest, exc: PodShapeError, which: str = "object") -> Decision:
+def _shape_error(exc: PodShapeError, which: str = "object") -> Decision:
     return Decision(False, "malformed object", code=400,
                     message=f"podgate cannot check this Pod: request.{which}{exc.path}: {exc.message}")
 
@@ -87,7 +87,7 @@ def decide(request: AdmissionRequest, webhook: Webhook, ctx: Context) -> Decisio
     try:
         pod = parse_pod(request.object, request.namespace)
     except PodShapeError as exc:
-        return _shape_error(request, exc)
+        return _shape_error(exc)
     try:
         labels = ctx.namespace_labels(pod.namespace)
     except NamespaceUnavailable as exc:
@@ -128,6 +128,8 @@ def _mutate(pod: Pod, policy: Any, labels: Any, where: str) -> Decision:
     except InjectionError as exc:
         return Decision(False, "invalid injection override", message=f'pod "{where}": {exc}', code=400,
                         policy=policy.name, pod=where)
+    except PodShapeError as exc:
+        return _shape_error(exc)
     if plan.skip is not None:
         return Decision(True, f"not injected: {plan.skip}", policy=policy.name, pod=where)
     return Decision(True, "injected", patch=plan.patch, patched_object=plan.pod, policy=policy.name, pod=where)

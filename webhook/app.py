@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,13 +43,18 @@ class State:
     namespace_labels: NamespaceLabels
     recorder: Recorder | None = None  # podgate serve --record; None: recording is off
     namespace_cache: NamespaceCache | None = None  # labels from the API server (in a cluster)
+    # True once the server was told to stop: /readyz fails while requests are still served
+    draining: Callable[[], bool] = lambda: False
 
     @property
     def ready(self) -> bool:
         return self.readiness()[0]
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once policies are loaded and (in a cluster) namespace labels first synced."""
+        """Ready once policies are loaded and (in a cluster) namespace labels first synced;
+        unready again once shutting down, while requests are still served (the drain)."""
+        if self.draining():
+            return False, "shutting down"
         if self.store.current is None:
             return False, "policies not loaded"
         if self.namespace_cache is not None:

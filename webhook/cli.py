@@ -27,6 +27,7 @@ from .namespaces import StaticNamespaceLabels, load_namespace_labels
 from .offline import STEPS, admit, pod_review
 from .policy import PolicySet, load_policy_set
 from .rules import RULES
+from .settings import Settings
 
 from .check import EXIT_DENIED, EXIT_OK, EXIT_USAGE
 
@@ -52,7 +53,6 @@ def _print_json(obj: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import PodgateServer, ServerOptions, prepare_metrics_dir
-    from .settings import Settings
 
     load_policy_set(args.policies)  # fail here, with the file and path, not in a booting worker
     if args.namespace_labels:
@@ -68,7 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cert, key, ca = str(paths.cert), str(paths.key), str(paths.ca_cert)
     settings = dataclasses.replace(
         Settings.from_env(), policy_dir=Path(args.policies) if args.policies else None,
-        reload_interval=args.reload_interval,
+        reload_interval=args.reload_interval, request_timeout=args.request_timeout,
+        max_body_bytes=args.max_body_bytes,
         namespace_labels_file=Path(args.namespace_labels) if args.namespace_labels else None,
         metrics=args.metrics)
     if args.kube_api:
@@ -78,9 +79,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.record:
         settings = dataclasses.replace(settings, record_dir=Path(args.record), record_max_files=args.record_max,
                                        record_max_bytes=args.record_max_bytes, record_user_info=args.record_user_info)
+    timeouts = {"timeout": args.worker_timeout, "graceful_timeout": args.graceful_timeout,
+                "drain_seconds": args.drain_seconds}
     options = ServerOptions(bind=args.bind, certfile=cert, keyfile=key, workers=args.workers,
                             threads=args.threads, max_requests=args.max_requests,
-                            client_ca=args.client_ca or "")
+                            client_ca=args.client_ca or "",
+                            **{k: v for k, v in timeouts.items() if v is not None})
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "[::]") else host
     print(f"podgate {__version__} listening on https://{host}:{port} "
           f"(policies: {args.policies or 'bundled'}, certificate: {cert})", flush=True)
@@ -305,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--max-requests", type=int, default=0, help="recycle a worker after N requests (0: never)")
+    p.add_argument("--max-body-bytes", type=int, default=Settings.max_body_bytes, metavar="N",
+                   help="refuse larger request bodies with 413, before reading them (default: 3 MiB + 64 KiB)")
+    p.add_argument("--request-timeout", type=float, default=Settings.request_timeout, metavar="SECONDS",
+                   help="upper bound on a request's time; podgate answers within 80%% of this or of the API "
+                        "server's ?timeout, whichever is shorter (default: 10)")
+    p.add_argument("--worker-timeout", type=int, metavar="SECONDS",
+                   help="restart a worker whose main loop is silent this long (default: 30)")
+    p.add_argument("--graceful-timeout", type=int, metavar="SECONDS",
+                   help="on shutdown, time for in-flight requests after the listener closes (default: 20)")
+    p.add_argument("--drain-seconds", type=float, metavar="SECONDS",
+                   help="on SIGTERM, report unready on /readyz this long while still serving (default: 5)")
     p.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
                    help="how often to look for changed policy files (0: never)")
     p.add_argument("--kube-api", metavar="SOURCE",

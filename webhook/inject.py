@@ -10,6 +10,7 @@ already carries the proxy, is left alone, which makes injection idempotent under
 from __future__ import annotations
 
 import copy
+import re
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 from kubernetes.utils.quantity import parse_quantity
 
-from .errors import InjectionError, PolicyError
+from .errors import InjectionError, PodShapeError, PolicyError
 from .pods import Pod
 from .selectors import Labels
 
@@ -29,6 +30,8 @@ PROXY_MEMORY_ANNOTATION = "podgate.io/proxy-memory"
 EXCLUDE_INBOUND_ANNOTATION = "podgate.io/exclude-inbound-ports"
 EXCLUDE_OUTBOUND_ANNOTATION = "podgate.io/exclude-outbound-ports"
 MAX_EXCLUDED_PORTS = 64
+# resource.Quantity's syntax (k8s.io/apimachinery), ASCII only
+QUANTITY = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?", re.ASCII)
 
 
 def escape(key: str) -> str:
@@ -139,7 +142,7 @@ def _ports_annotation(pod: Pod, key: str) -> list[int]:
     ports = []
     for part in raw.split(","):
         part = part.strip()
-        if not part.isdigit() or not 1 <= int(part) <= 65535:
+        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= 65535:
             raise InjectionError(f'annotation {key}: "{raw}" is not a comma-separated list of ports 1-65535')
         ports.append(int(part))
     if len(ports) > MAX_EXCLUDED_PORTS:
@@ -151,10 +154,16 @@ def _quantity_annotation(pod: Pod, key: str, bound: Decimal | None) -> str | Non
     raw = pod.annotations.get(key)
     if raw is None:
         return None
-    try:
-        value = parse_quantity(raw)
-    except ValueError:
-        raise InjectionError(f'annotation {key}: "{raw}" is not a Kubernetes quantity (e.g. 200m, 256Mi)') from None
+    # The API server's grammar, not Python's: parse_quantity also takes "NaN", "1_000" and "١٢",
+    # which would reach the Pod and fail there (or, for NaN, fail every comparison here).
+    value = None
+    if QUANTITY.fullmatch(raw):
+        try:
+            value = parse_quantity(raw)
+        except (ValueError, ArithmeticError):
+            pass
+    if value is None or not value.is_finite():
+        raise InjectionError(f'annotation {key}: "{raw}" is not a Kubernetes quantity (e.g. 200m, 256Mi)')
     if value <= 0:
         raise InjectionError(f'annotation {key}: "{raw}" must be greater than zero')
     if bound is not None and value > bound:
@@ -209,7 +218,8 @@ def _status(inj: Injector, init: list[str], containers: list[str], volumes: list
 
 
 def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
-    """Decide and build the injection for one Pod; raise InjectionError for a bad override."""
+    """Decide and build the injection for one Pod; raise InjectionError for a bad override and
+    PodShapeError for a field the injection touches that the pod model does not check."""
     reason = skip_reason(pod, policy, labels)
     if reason is not None:
         return Plan(skip=reason)
@@ -241,7 +251,9 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
 
     if inj.volumes:
         existing_volumes = spec.get("volumes") or []
-        names = {v.get("name") for v in existing_volumes if isinstance(v, dict)}
+        if not isinstance(existing_volumes, list):
+            raise PodShapeError("/spec/volumes", "expected a list")
+        names = {v.get("name") for v in existing_volumes if isinstance(v, dict) and isinstance(v.get("name"), str)}
         for volume in inj.volumes:
             if volume["name"] in names:
                 raise InjectionError(f'the pod already has a volume named "{volume["name"]}", which the mesh '

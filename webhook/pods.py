@@ -8,7 +8,7 @@ with the JSON pointer of the offending field.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,16 @@ class Container:
             return a.index < b.index
         return True
 
+    def has_successors(self) -> bool:
+        """Whether this container runs alongside any container that comes after it in Pod order.
+
+        In Pod order (init containers, then apps) a classic init container overlaps only the native
+        sidecars declared *before* it, and a sidecar or app overlaps everything after it. So the
+        overlapping pairs ``(a, b)``, ``a`` before ``b``, are exactly those where ``a`` is not a
+        classic init container: rules can walk them without testing the pairs that never overlap.
+        """
+        return self.role is not Role.INIT
+
     def declares(self, port: int, protocol: str = "TCP") -> bool:
         return any(lst.port == port and lst.protocol == protocol for lst in self.listeners)
 
@@ -106,6 +116,16 @@ class Pod:
             if c.name == name:
                 return c
         return None
+
+
+def overlapping_pairs(members: Sequence[Container]) -> Iterator[tuple[Container, Container]]:
+    """The pairs of ``members`` (distinct containers in Pod order) that run at the same time, in
+    ``itertools.combinations`` order. The work is proportional to the answer, not to the square of
+    the input: a Pod with thousands of init containers on one port costs nothing."""
+    for i, a in enumerate(members):
+        if a.has_successors():
+            for j in range(i + 1, len(members)):
+                yield a, members[j]
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], path: str, what: str) -> Any:
@@ -152,7 +172,7 @@ def _listener(raw: Any, path: str) -> Listener:
     _expect(raw, dict, path, "an object")
     port = _port_number(raw.get("containerPort"), f"{path}/containerPort")
     protocol = raw.get("protocol") or "TCP"
-    if protocol not in PROTOCOLS:
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
         raise PodShapeError(f"{path}/protocol", f"protocol must be TCP, UDP or SCTP, got {protocol!r}")
     name = raw.get("name")
     if name is not None:
@@ -170,7 +190,8 @@ def _listener(raw: Any, path: str) -> Listener:
 def _probe_port(value: Any, path: str) -> int | str:
     if isinstance(value, str):
         # the kubelet falls back to parsing a name as a number (prober.extractPort)
-        return int(value) if value.isdigit() else value
+        # (ASCII digits only: "²".isdigit() is true, and int() refuses it)
+        return int(value) if value.isascii() and value.isdigit() else value
     return _port_number(value, path)
 
 

@@ -2,12 +2,19 @@
 
 gthread workers keep the API server's connections alive (the sync worker would do a TLS
 handshake per request), balanced so that the API server's few long-lived connections are
-spread over every worker (see ``worker.py``); TLS is 1.2+ with the library's modern cipher
-defaults.
+spread over every worker (see ``worker.py``); TLS is 1.2+ with ECDHE + AEAD ciphers only.
+
+Shutdown drains: on SIGTERM the master first flags "draining" in memory shared with its
+workers, so ``/readyz`` answers 503 while requests are still served, for ``drain_seconds``
+(time for the kubelet's readiness probe and the endpoints controller to take the Pod out of
+the Service); only then does gunicorn's graceful stop close the listener and let workers finish
+what is in flight (``graceful_timeout``). A second SIGTERM, or SIGINT, stops at once.
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
 import shutil
 import ssl
@@ -20,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from . import worker
 from .settings import Settings
@@ -37,6 +45,7 @@ class ServerOptions:
     keepalive: int = 75  # seconds; the API server reuses connections
     max_requests: int = 0  # recycle workers after this many requests (0: never)
     client_ca: str = ""  # require client certificates signed by this CA (the API server's)
+    drain_seconds: float = 5.0  # on SIGTERM: /readyz fails this long before the listener closes
 
 
 def prepare_metrics_dir(environ: Any = os.environ) -> tuple[Path, bool]:
@@ -103,13 +112,42 @@ def _ssl_context(client_ca: str) -> Callable[[Any, Callable[[], ssl.SSLContext]]
     return ssl_context
 
 
+class DrainingArbiter(Arbiter):
+    """gunicorn's master, with a readiness drain before the graceful stop (see the module doc)."""
+
+    def __init__(self, app: PodgateServer) -> None:
+        super().__init__(app)
+        self.draining = app.draining
+        self.drain_seconds = app.options.drain_seconds
+        self.drain_until: float | None = None
+
+    def handle_term(self) -> None:
+        if self.drain_until is not None or self.drain_seconds <= 0:
+            raise StopIteration  # second SIGTERM, or no drain: graceful stop now
+        self.draining.value = True
+        self.drain_until = time.monotonic() + self.drain_seconds
+        self.log.info("SIGTERM: /readyz reports unready; still serving for %.1fs, then stopping",
+                      self.drain_seconds)
+
+    def manage_workers(self) -> None:
+        # the master loop wakes at least once a second and calls this
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            raise StopIteration  # -> halt(): close the listener, SIGTERM workers, wait for in-flight
+        super().manage_workers()
+
+
 class PodgateServer(BaseApplication):
     """A gunicorn application configured in code, loading ``create_app`` in each worker."""
 
     def __init__(self, settings: Settings, options: ServerOptions) -> None:
         self.settings = settings
         self.options = options
+        # created before the workers fork, so they all see the master's writes
+        self.draining = multiprocessing.RawValue(ctypes.c_bool, False)
         super().__init__()
+
+    def run(self) -> None:
+        DrainingArbiter(self).run()
 
     def load_config(self) -> None:
         o = self.options
@@ -140,4 +178,7 @@ class PodgateServer(BaseApplication):
     def load(self) -> Any:
         from .app import create_app
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        draining = self.draining
+        app.extensions["podgate"].draining = lambda: bool(draining.value)
+        return app

@@ -29,6 +29,9 @@ class Settings:
     # Serve /baseline: parse the AdmissionReview and allow, evaluating nothing. Only the
     # benchmark (bench/run.py) turns it on, to measure what podgate adds to the HTTP and JSON work.
     bench_baseline: bool = False
+    # Seconds a request may take when the API server does not say (it sends ?timeout=10s, the
+    # webhook's timeoutSeconds); podgate uses BUDGET_SHARE of it, so its answer arrives in time.
+    request_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,12 +63,15 @@ class Settings:
             settings = replace(settings, record_user_info=value.lower() in ("1", "true", "yes", "on"))
         if env.get("PODGATE_BENCH_BASELINE", "").lower() in ("1", "true", "yes"):
             settings = replace(settings, bench_baseline=True)
+        if value := env.get("PODGATE_REQUEST_TIMEOUT"):
+            settings = replace(settings, request_timeout=float(value))
         return settings
 
     def to_env(self) -> dict[str, str]:
         """The inverse of from_env: how ``podgate serve`` hands settings to gunicorn workers."""
         env = {"PODGATE_RELOAD_INTERVAL": str(self.reload_interval),
                "PODGATE_MAX_BODY_BYTES": str(self.max_body_bytes),
+               "PODGATE_REQUEST_TIMEOUT": str(self.request_timeout),
                "PODGATE_METRICS": "true" if self.metrics else "false"}
         if self.policy_dir is not None:
             env["PODGATE_POLICIES"] = str(self.policy_dir)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import ClientDisconnected
 
 from . import metrics
 from .admission import Context, Outcome, Webhook, review
@@ -23,12 +25,64 @@ def _state() -> State:
     return current_app.extensions["podgate"]
 
 
+# The API server appends ?timeout=10s (the webhook's timeoutSeconds, a Go duration) to the URL.
+GO_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns))+")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+BUDGET_SHARE = 0.8  # of the caller's timeout: the rest is for the network and the API server
+
+
+def request_budget(timeout: str | None, default: float) -> float:
+    """Seconds this request may take: a share of the API server's ``timeout`` (or the default)."""
+    seconds = default
+    if timeout and GO_DURATION.fullmatch(timeout):
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)", timeout))
+    return max(0.05, min(seconds, default) * BUDGET_SHARE)
+
+
+def _read_body(deadline: float) -> bytes | None:
+    """The body, read within the deadline and the size cap (None: the client was too slow).
+
+    A client that trickles its body must not hold a worker thread past the time the API server
+    would wait anyway: gunicorn hands us its socket, and every read gets the time that is left.
+    Reading in a loop also enforces the cap on chunked bodies (Werkzeug's ``get_data`` stops
+    silently at MAX_CONTENT_LENGTH; its stream raises 413 on the read after it).
+    """
+    sock = request.environ.get("gunicorn.socket")
+    previous = sock.gettimeout() if sock is not None else None
+    stream = request.stream  # over MAX_CONTENT_LENGTH by Content-Length: 413 here, nothing read
+    body = bytearray()
+    try:
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None
+            if sock is not None:
+                sock.settimeout(remaining)
+            try:
+                chunk = stream.read(64 * 1024)
+            except ClientDisconnected:
+                if time.perf_counter() >= deadline - 0.05:
+                    return None  # the socket timed out
+                raise
+            if not chunk:
+                return bytes(body)
+            body += chunk
+    finally:
+        if sock is not None:
+            sock.settimeout(previous)
+
+
 def _admit(webhook: Webhook) -> Response:
     started = time.perf_counter()
     if request.mimetype != "application/json":
         return json_error(415, f"Content-Type must be application/json, got {request.mimetype or 'none'!r}")
-    body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before reading it whole
     state = _state()
+    deadline = started + request_budget(request.args.get("timeout"), state.settings.request_timeout)
+    body = _read_body(deadline)
+    if body is None or time.perf_counter() > deadline:
+        log.warning("request body not received in time", extra={"fields": {"webhook": webhook}})
+        # gunicorn closes the connection: it drains an unread body only briefly
+        return json_error(408, "the request body did not arrive within the time budget")
     policies = state.store.current  # one read: the whole request sees one policy set
     assert policies is not None  # create_app refuses to start without one
     outcome = review(body, webhook, Context(policies, state.namespace_labels))

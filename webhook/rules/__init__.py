@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import islice
 from typing import Any, Literal
 
 from ..pods import Container, Pod
+
+# Enough to explain any real Pod; a bound on the work and the answer for a hostile one.
+MAX_FINDINGS_PER_RULE = 20
 
 Action = Literal["deny", "warn", "audit", "off"]
 ACTIONS: tuple[Action, ...] = ("deny", "warn", "audit", "off")
@@ -132,13 +136,18 @@ def quote_pair(a: Container, b: Container) -> str:
 
 
 def evaluate(subject: Subject, actions: Mapping[str, Action]) -> list[Finding]:
-    """Run every rule that is not ``off`` and attach the policy's action to each violation."""
+    """Run every rule that is not ``off`` and attach the policy's action to each violation.
+
+    Each rule reports at most ``MAX_FINDINGS_PER_RULE`` violations: one is enough to deny, and a
+    hostile Pod (thousands of containers on one port) must not turn into millions of messages.
+    Rules are generators, so the ones not taken are never computed.
+    """
     findings: list[Finding] = []
     for r in RULES.values():
         action = actions.get(r.id, r.default_action)
         if action == "off":
             continue
-        findings.extend(Finding(v, action) for v in r.check(subject))
+        findings.extend(Finding(v, action) for v in islice(r.check(subject), MAX_FINDINGS_PER_RULE))
     return findings
 
 

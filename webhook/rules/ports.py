@@ -6,10 +6,12 @@ only containers that share a key are compared pairwise (that is the size of the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import bisect
+import heapq
+from collections.abc import Iterable, Iterator
 from itertools import combinations
 
-from ..pods import WILDCARD_HOST_IPS, Container, Role
+from ..pods import WILDCARD_HOST_IPS, Container, Role, overlapping_pairs
 from . import Subject, Violation, quote_pair, rule
 
 
@@ -45,9 +47,7 @@ def port_collision(s: Subject) -> Iterator[Violation]:
     for (port, protocol), members in groups.items():
         if len(members) < 2:
             continue
-        for a, b in combinations(members, 2):
-            if not a.runs_with(b):
-                continue
+        for a, b in overlapping_pairs(members):
             if proxy is not None and proxy in (a, b) and (port, protocol) in s.proxy_ports:
                 continue  # reported once, as proxy-port-conflict
             yield Violation(
@@ -57,8 +57,24 @@ def port_collision(s: Subject) -> Iterator[Violation]:
                 (a.name, b.name), port=port, protocol=protocol)
 
 
-def _host_ips_overlap(a: str, b: str) -> bool:
-    return a in WILDCARD_HOST_IPS or b in WILDCARD_HOST_IPS or a == b
+def _host_pairs(members: list[tuple[Container, str]]) -> Iterator[tuple[tuple[Container, str], tuple[Container, str]]]:
+    """Pairs of (container, host IP) in Pod order whose containers run together and whose host IPs
+    overlap, without visiting the pairs that do not (thousands of hostPorts on distinct host IPs
+    must not cost a square)."""
+    later_by_ip: dict[str, list[int]] = {}
+    wildcards: list[int] = []
+    for j, (_, ip) in enumerate(members):
+        (wildcards if ip in WILDCARD_HOST_IPS else later_by_ip.setdefault(ip, [])).append(j)
+    for i, (a, ip_a) in enumerate(members):
+        if not a.has_successors():
+            continue
+        if ip_a in WILDCARD_HOST_IPS:
+            candidates: Iterable[int] = range(i + 1, len(members))
+        else:
+            same = later_by_ip[ip_a]
+            candidates = heapq.merge(same[bisect.bisect_right(same, i):], wildcards[bisect.bisect_right(wildcards, i):])
+        for j in candidates:
+            yield members[i], members[j]
 
 
 @rule("host-port-collision", "deny",
@@ -73,18 +89,18 @@ def host_port_collision(s: Subject) -> Iterator[Violation]:
     host_network = s.pod.host_network
     groups: dict[tuple[int, str], list[tuple[Container, str]]] = {}
     for c in s.pod.containers:
+        seen: set[tuple[int, str, str]] = set()  # one entry per container, host port and host IP
         for lst in c.listeners:
             host_port = lst.host_port or (lst.port if host_network else None)
-            if host_port is not None:
+            if host_port is not None and (host_port, lst.protocol, lst.host_ip) not in seen:
+                seen.add((host_port, lst.protocol, lst.host_ip))
                 groups.setdefault((host_port, lst.protocol), []).append((c, lst.host_ip))
     for (port, protocol), members in groups.items():
         if len(members) < 2:
             continue
         reported: set[tuple[str, str]] = set()
-        for (a, ip_a), (b, ip_b) in combinations(members, 2):
-            if a is b or (a.name, b.name) in reported or not a.runs_with(b):
-                continue
-            if not _host_ips_overlap(ip_a, ip_b):
+        for (a, ip_a), (b, ip_b) in _host_pairs(members):
+            if a is b or (a.name, b.name) in reported:
                 continue
             reported.add((a.name, b.name))
             host_ip = ip_a if ip_a not in WILDCARD_HOST_IPS else (ip_b or "0.0.0.0")
