@@ -298,12 +298,11 @@ def _matches(want: Mapping[str, Any], got: Mapping[str, Any]) -> bool:
 
 
 def _check_warnings(expected: list[str], actual: list[str]) -> list[str]:
-    if len(expected) == len(actual) and all(want in got for want, got in zip(expected, actual)):
-        return []
-    shown = "\n".join(f"    - {w}" for w in actual) or "    (none)"
-    wanted = "\n".join(f"    - ...{w}..." for w in expected) or "    (none)"
-    return [f"warnings: expected {len(expected)}, got {len(actual)}; expected (text contained):\n{wanted}\n"
-            f"  got:\n{shown}"]
+    if len(expected) != len(actual):
+        shown = "".join(f"\n  - {w}" for w in actual) or " (none)"
+        return [f"warnings: expected {len(expected)}, got {len(actual)}:{shown}"]
+    return [f"warnings[{i}]: expected text {want!r}, got {got!r}"
+            for i, (want, got) in enumerate(zip(expected, actual)) if want not in got]
 
 
 class Runner:
