@@ -104,6 +104,18 @@ def test_recorded_mutations_have_named_skip_reasons(client, path):
         assert metrics.skip_label(outcome.decision.reason) != "other", outcome.decision.reason
 
 
+@pytest.mark.parametrize("reason, label", [
+    ('not injected: policy "hostNetwork opted out" has no mesh', "no-mesh"),
+    ("not injected: hostNetwork pod (shares the node's network)", "host-network"),
+    ('not injected: already has a "mesh-proxy" container', "proxy-present"),
+    ('not injected: mesh profile "not selected" has no injection template', "no-template"),
+    ('exempt: namespace "mirror pod" is exempt in policy "default"', "exempt"),
+    ("something new", "other"),
+])
+def test_skip_labels_come_from_the_sentence_not_the_names_in_it(reason, label):
+    assert metrics.skip_label(reason) == label
+
+
 def test_policy_reload_failure_is_counted(tmp_path):
     policies = tmp_path / "policies"
     policies.mkdir()

@@ -49,19 +49,19 @@ NAMESPACE_CACHE_EVENTS = Counter("podgate_namespace_cache_events_total",
                                  "Namespace-label cache events by kind (e.g. relist, watch-restart, error, miss).",
                                  ["event"])
 
-# Skip reasons from ``inject.skip_reason`` and ``admission.decide`` are sentences for people;
-# the metric label is the short, fixed name of the first one that matches.
-_SKIP_REASONS = (
-    ("has no mesh", "no-mesh"),
+# Skip reasons from ``inject.skip_reason`` and ``admission.decide`` are sentences for people
+# (with policy and profile names in them); the label is the fixed name of the sentence's start.
+_SKIP_PREFIXES = (
+    ("policy ", "no-mesh"),
     ("mirror pod", "mirror-pod"),
     ("hostNetwork", "host-network"),
     ("already injected", "already-injected"),
     ("already has a", "proxy-present"),
     ("opted out", "opted-out"),
     ("not selected", "not-selected"),
-    ("no injection template", "no-template"),
-    ("exempt", "exempt"),
-    ("CREATE only", "not-create"),
+    ("mesh profile ", "no-template"),
+    ("exempt:", "exempt"),
+    ("injection happens on CREATE only", "not-create"),
     ("not a Pod", "not-a-pod"),
     ("subresource", "subresource"),
     ("operation", "operation"),
@@ -81,8 +81,9 @@ def _child(metric: Any, *labels: str) -> Any:
 
 def skip_label(reason: str) -> str:
     """The metric label for a decision's skip reason."""
-    for needle, label in _SKIP_REASONS:
-        if needle in reason:
+    reason = reason.removeprefix("not injected: ")
+    for prefix, label in _SKIP_PREFIXES:
+        if reason.startswith(prefix):
             return label
     return "other"
 
