@@ -341,7 +341,8 @@ def test_hostile_pods_are_answered_fast_and_small(ctx: Context, spec: dict[str, 
     for webhook in ("validate", "mutate"):
         started = time.perf_counter()
         outcome = review(body, webhook, ctx)  # type: ignore[arg-type]
-        assert time.perf_counter() - started < 0.5
+        # generous for a shared CI machine; the quadratic version took 33 s
+        assert time.perf_counter() - started < 3.0
         response = check_answer(outcome)
         assert response is not None
         assert len(orjson.dumps(outcome.response)) < 64 * 1024
