@@ -30,7 +30,7 @@ import yaml
 from webhook.cli import build_parser
 from webhook.lint import lint
 from webhook.policy import load_policy_set
-from webhook.suite import _validator as suite_validator
+from webhook.suite import schema_validator as suite_validator
 
 from .conftest import REPO
 

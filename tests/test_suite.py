@@ -212,3 +212,53 @@ def test_init_injected_manifest_writes_a_golden_file(tmp_path: Path, capsys: pyt
         yaml.safe_load((RULES_SUITE / "golden" / "cart.yaml").read_text())
     code, out, _ = run(capsys, "test", str(suite))
     assert code == 0, out
+
+
+def test_junit_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from xml.etree import ElementTree
+
+    suite = copy_rules_suite(tmp_path)
+    set_expect(suite / "podgate-test.yaml", "kube-system-is-exempt", rules=["port-collision"])
+    code, out, _ = run(capsys, "test", "-o", "junit", str(suite))
+    assert code == 1
+    root = ElementTree.fromstring(out)
+    [node] = root.findall("testsuite")
+    assert node.get("tests") == "17" and node.get("failures") == "1"
+    failed = [c for c in node.findall("testcase") if c.find("failure") is not None]
+    assert [c.get("name") for c in failed] == ["kube-system-is-exempt"]
+    assert failed[0].find("failure").get("message").startswith("rules: expected [port-collision], got []")
+
+
+def test_init_makes_one_case_per_pod_of_a_multi_document_manifest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "apps.yaml"
+    pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": n},
+             "spec": {"containers": [{"name": "a", "image": "a", "ports": [{"containerPort": 80}]},
+                                     {"name": "b", "image": "b", "ports": [{"containerPort": p}]}]}}
+            for n, p in (("ok", 81), ("clash", 80))]
+    manifest.write_text(yaml.safe_dump_all([pods[0], {"apiVersion": "v1", "kind": "ConfigMap"}, pods[1]]))
+    suite = tmp_path / "suite"
+    code, out, _ = run(capsys, "test", str(suite), "--init", str(manifest))
+    assert code == 0, out
+    cases = yaml.safe_load((suite / "podgate-test.yaml").read_text())["cases"]
+    assert [(c["name"], c["document"], c["expect"]["allowed"]) for c in cases] == \
+        [("apps-0", 0, True), ("apps-2", 2, False)]
+    # a different file of the same name is copied under a free name
+    other = tmp_path / "other" / "apps.yaml"
+    other.parent.mkdir()
+    other.write_text(yaml.safe_dump(pods[0]))
+    assert run(capsys, "test", str(suite), "--init", str(other))[0] == 0
+    assert yaml.safe_load((suite / "podgate-test.yaml").read_text())["cases"][-1]["manifest"] == "manifests/apps-2.yaml"
+    assert run(capsys, "test", str(suite))[0] == 0
+
+
+def test_a_request_file_that_is_not_an_admission_review(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pod.json").write_text(json.dumps({"apiVersion": "v1", "kind": "Pod"}))
+    head = "apiVersion: podgate.io/v1alpha1\nkind: TestSuite\ncases:\n  - name: a\n    request: pod.json\n"
+    (tmp_path / "podgate-test.yaml").write_text(head + "    expect: {allowed: true}\n")
+    code, _, err = run(capsys, "test", str(tmp_path))
+    assert code == 2 and "pod.json is a Pod, not an AdmissionReview (use manifest:" in err
+    # unless the case is about podgate rejecting it
+    (tmp_path / "podgate-test.yaml").write_text(head + "    expect: {error: 'kind must be AdmissionReview'}\n")
+    code, out, _ = run(capsys, "test", str(tmp_path))
+    assert code == 0, out

@@ -195,6 +195,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         _print_json({"suites": [{"file": str(s.path), "name": s.name, "cases": [r.to_json() for r in got]}
                                 for s, got in results],
                      "summary": {"cases": len(cases), "passed": len(cases) - failed, "failed": failed}})
+    elif args.output == "junit":
+        sys.stdout.write(suite.junit_xml(results))
     else:
         print(f"{len(cases)} case{'s' if len(cases) != 1 else ''}: {len(cases) - failed} passed, {failed} failed")
     if args.run and not cases:
@@ -364,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every podgate-test.yaml under DIR (or the suite file DIR). "
                                    "Exit 0: all cases pass; 1: a case failed; 2: a suite is malformed.")
     with_policies(p)
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("-o", "--output", choices=("text", "json", "junit"), default="text",
+                   help="text for people, json for scripts, junit for CI test reports")
     p.add_argument("--run", metavar="TEXT", help="only the cases whose name contains TEXT")
     p.add_argument("--update-golden", action="store_true",
                    help="write the patched object into expect.patched files that differ (then review the diff)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from xml.etree import ElementTree
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,7 +38,7 @@ class SuiteError(PodgateError):
 
 
 @lru_cache(maxsize=1)
-def _validator() -> jsonschema.protocols.Validator:
+def schema_validator() -> jsonschema.protocols.Validator:
     schema = json.loads((default_policy_dir() / SCHEMA_FILE).read_text())
     return jsonschema.validators.validator_for(schema)(schema)
 
@@ -111,7 +112,7 @@ def load_suite(path: Path, update_golden: bool = False) -> Suite:
     if len(docs) != 1:
         raise SuiteError(f"{path}: expected one YAML document (a TestSuite), found {len(docs)}")
     doc = docs[0]
-    errors = sorted(_validator().iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(schema_validator().iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise SuiteError("\n".join(_schema_message(path, doc, e) for e in errors))
     data = doc.data
@@ -150,6 +151,10 @@ def _load_case(path: Path, doc: YamlDocument, i: int, raw: Mapping[str, Any],
             raise SuiteError(f"{_where(path, doc, at + ['request'])}: {raw['request']} must hold one "
                              "AdmissionReview object")
         body, default_step = found[0], "validate"
+        if body.get("kind") != "AdmissionReview" and "error" not in raw["expect"]:
+            raise SuiteError(f"{_where(path, doc, at + ['request'])}: {raw['request']} is a "
+                             f"{body.get('kind') or 'object without kind'}, not an AdmissionReview "
+                             "(use manifest: for a Pod or workload, or expect.error for a request podgate must reject)")
     else:
         if "manifest" in raw:
             obj = _manifest_object(base / raw["manifest"], raw.get("document"), _where(path, doc, at + ["manifest"]))
@@ -305,6 +310,23 @@ def _check_warnings(expected: list[str], actual: list[str]) -> list[str]:
             for i, (want, got) in enumerate(zip(expected, actual)) if want not in got]
 
 
+def junit_xml(results: list[tuple[Suite, list[CaseResult]]]) -> str:
+    """JUnit XML, which CI systems (GitLab, Jenkins, GitHub test reporters) show per case."""
+    root = ElementTree.Element("testsuites", name="podgate test")
+    for suite, cases in results:
+        failed = sum(not r.passed for r in cases)
+        node = ElementTree.SubElement(root, "testsuite", name=suite.name, tests=str(len(cases)),
+                                      failures=str(failed), errors="0", file=str(suite.path))
+        for r in cases:
+            case = ElementTree.SubElement(node, "testcase", name=r.case.name, classname=suite.name,
+                                          file=str(r.case.suite), line=str(r.case.line))
+            if not r.passed:
+                failure = ElementTree.SubElement(case, "failure", message=r.failures[0].splitlines()[0])
+                failure.text = "\n".join(r.failures)
+    ElementTree.indent(root)
+    return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
 class Runner:
     """Runs suites; policy directories are loaded once each."""
 
@@ -381,9 +403,41 @@ def _relative(path: Path, base: Path) -> str:
         return ""
 
 
+def _copy_in(path: Path, suite_dir: Path, sub: str) -> str:
+    """The file's path relative to the suite, copying it in (under a free name) if it is outside."""
+    ref = _relative(path, suite_dir)
+    if ref:
+        return ref
+    data = path.read_bytes()
+    target, n = suite_dir / sub / path.name, 2
+    while target.exists() and target.read_bytes() != data:
+        target, n = suite_dir / sub / f"{path.stem}-{n}{path.suffix}", n + 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return f"{sub}/{target.name}"
+
+
+def _inputs(path: Path, namespace: str) -> list[tuple[dict[str, Any], bool, int | None]]:
+    """(AdmissionReview, is a recorded request, document index) for each case a file yields:
+    one for a request, one per Pod or workload for a manifest."""
+    docs = _read_structured(path, "file", str(path))
+    if len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("kind") == "AdmissionReview":
+        return [(docs[0], True, None)]
+    try:
+        pods = [d for d in read_documents(str(path)) if d.has_pod]
+    except ManifestError as exc:
+        raise SuiteError(str(exc)) from None
+    if not pods:
+        raise SuiteError(f"{path}: neither an AdmissionReview nor a manifest with a Pod or workload")
+    many = len(pods) > 1
+    return [(_manifest_review(d.obj, namespace, f"{path}: document {d.index}"), False, d.index if many else None)
+            for d in pods]
+
+
 def init_cases(sources: list[str], suite_dir: Path, runner: Runner, step: Step | None = None,
                namespace: str = "default") -> tuple[Path, list[dict[str, Any]]]:
-    """Make a case for each recorded request or manifest, expectations prefilled with today's answer.
+    """Make a case for each recorded request, and for each Pod or workload of each manifest, with
+    the expectation prefilled with today's answer.
 
     Files outside the suite directory are copied into it (requests/, manifests/); injected Pods
     get a golden file under golden/. Returns the suite file and the new cases (not yet written).
@@ -392,37 +446,31 @@ def init_cases(sources: list[str], suite_dir: Path, runner: Runner, step: Step |
     existing = load_suite(suite_file) if suite_file.exists() else None
     taken = {c.name for c in existing.cases} if existing else set()
     policies = runner.policies(existing) if existing else load_policy_set(runner.override)
-    labels = existing.labels if existing else {}
+    ctx = Context(policies, StaticNamespaceLabels(existing.labels if existing else {}))
     new = []
     for source in sources:
         path = Path(source)
-        docs = _read_structured(path, "file", str(path))
-        is_request = len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("kind") == "AdmissionReview"
+        inputs = _inputs(path, namespace)
+        is_request = inputs[0][1]
+        key, ref = ("request", _copy_in(path, suite_dir, "requests")) if is_request \
+            else ("manifest", _copy_in(path, suite_dir, "manifests"))
         this_step = _step_for(path, step, is_request)
-        if is_request:
-            body, key, sub = docs[0], "request", "requests"
-        else:
-            obj = _manifest_object(path, None, str(path))
-            body, key, sub = _manifest_review(obj, namespace, str(path)), "manifest", "manifests"
-        ref = _relative(path, suite_dir)
-        if not ref:
-            target = suite_dir / sub / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-            ref = f"{sub}/{path.name}"
-        name = _case_name(path.stem, taken)
-        result = admit(body, this_step, Context(policies, StaticNamespaceLabels(labels)))
-        golden = None
-        if result.injected:
-            golden = f"golden/{name}.yaml"
-            write_golden(suite_dir / golden, result.object)
-        case: dict[str, Any] = {"name": name, key: ref}
-        if is_request or this_step != "admit":
-            case["webhook"] = this_step
-        if not is_request and namespace != "default":
-            case["namespace"] = namespace
-        case["expect"] = expectation(result, golden)
-        new.append(case)
+        for body, _, document in inputs:
+            name = _case_name(path.stem if document is None else f"{path.stem}-{document}", taken)
+            result = admit(body, this_step, ctx)
+            golden = None
+            if result.injected:
+                golden = f"golden/{name}.yaml"
+                write_golden(suite_dir / golden, result.object)
+            case: dict[str, Any] = {"name": name, key: ref}
+            if document is not None:
+                case["document"] = document
+            if is_request or this_step != "admit":
+                case["webhook"] = this_step
+            if not is_request and namespace != "default":
+                case["namespace"] = namespace
+            case["expect"] = expectation(result, golden)
+            new.append(case)
     return suite_file, new
 
 
