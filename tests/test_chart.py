@@ -434,3 +434,15 @@ def test_policy_configmap_loads_as_a_policy_set(chart, ca_pem, tmp_path):
         (tmp_path / name).write_text(text)
     policies = load_policy_set(tmp_path)
     assert {p.name for p in policies.policies} >= {"default", "team-a"}
+
+
+def test_the_readme_documents_every_metric():
+    from prometheus_client import REGISTRY
+
+    from webhook import metrics
+
+    metrics.set_namespace_cache(True, 0)  # its gauges appear on first use
+    names = {m.name for m in REGISTRY.collect() if m.name.startswith("podgate_")}
+    readme = (CHART / "README.md").read_text()
+    assert names and [n for n in names if f"`{n}" not in readme] == []
+
