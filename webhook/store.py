@@ -2,8 +2,10 @@
 
 A background thread compares a cheap fingerprint of the policy directory (names, sizes, mtimes,
 and where the ConfigMap ``..data`` symlink points) every few seconds; requests never touch the
-disk. A new set replaces the old one in a single reference swap, so a request sees either the
-whole old set or the whole new one; an invalid new set is logged and the last good one stays.
+disk. A change is loaded once it has held still for one interval, and published only if the
+files did not change while being read. A new set replaces the old one in a single reference
+swap, so a request sees either the whole old set or the whole new one; an invalid new set is
+logged and the last good one stays.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .policy import PolicySet, default_policy_dir, load_policy_set
 log = logging.getLogger("podgate.policy")
 
 Fingerprint = tuple[tuple[str, str, int, int], ...]
+MAX_LOAD_ATTEMPTS = 3
 
 
 def fingerprint(directory: Path) -> Fingerprint:
@@ -55,17 +58,31 @@ class PolicyStore:
         self._thread: threading.Thread | None = None
 
     def load(self) -> bool:
-        """(Re)load the directory; keep the last good set on failure. True if a set was loaded."""
+        """(Re)load the directory; keep the last good set on failure. True if a set was loaded.
+
+        A set is published only if the files did not change while they were read (the same
+        fingerprint before and after): a ConfigMap swap, or an editor writing in place, between
+        reading one file and the next would otherwise yield a set that was never on disk.
+        """
         directory = self.directory or default_policy_dir()
-        seen = fingerprint(directory)
-        try:
-            policies = load_policy_set(directory)
-        except PolicyError as exc:
-            self.last_error = str(exc)
+        for _attempt in range(MAX_LOAD_ATTEMPTS):
+            seen = fingerprint(directory)
+            try:
+                policies: PolicySet | None = load_policy_set(directory)
+                error = None
+            except PolicyError as exc:
+                policies, error = None, exc
+            if fingerprint(directory) == seen:
+                break
+            log.info("policy files changed while being read; reading them again")
+        else:
+            return False  # still changing: the watcher tries again on its next tick
+        if error is not None:
+            self.last_error = str(error)
             self._fingerprint = seen  # do not retry the same broken files every tick
             kept = "keeping the last good policy set" if self.current else "no policy set loaded"
-            log.error("policy reload failed (%s):\n%s", kept, exc)
-            self._on_reload(False, str(exc))
+            log.error("policy reload failed (%s):\n%s", kept, error)
+            self._on_reload(False, str(error))
             return False
         self.current = policies
         self.last_error = None
@@ -89,9 +106,15 @@ class PolicyStore:
             return
 
         def run() -> None:
+            previous = self._fingerprint
             while not self._stop.wait(interval):
                 try:
-                    self.poll()
+                    # Load a change once it has held still for one interval: a file being
+                    # written in place is read whole, not half-written (which can parse).
+                    now = fingerprint(self.directory or default_policy_dir())
+                    if now != self._fingerprint and now == previous:
+                        self.load()
+                    previous = now
                 except Exception:  # the watcher must outlive any surprise
                     log.exception("policy watcher error")
 
