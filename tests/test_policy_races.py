@@ -75,3 +75,26 @@ def test_the_watcher_waits_for_a_file_to_hold_still(tmp_path: Path) -> None:
         store.stop()
     assert ("deny", "default") not in seen  # never the half-written file
     assert ("deny", "deny") in seen
+
+
+def test_a_worker_booting_during_a_bad_update_keeps_the_inherited_set(tmp_path: Path) -> None:
+    """gunicorn stops the whole server when a worker fails to boot: a worker that restarts
+    (SIGKILL, --max-requests) while the files are invalid must boot with the last good set,
+    which it inherits from the master's store."""
+    from webhook.app import create_app
+    from webhook.errors import PolicyError
+    from webhook.settings import Settings
+
+    shutil.copy(BUNDLED / "mesh-proxy.yaml", tmp_path)
+    (tmp_path / "p.yaml").write_text(policy_doc("rules: {port-collision: warn}"))
+    master = PolicyStore(tmp_path)
+    assert master.load()
+    (tmp_path / "p.yaml").write_text(policy_doc("rules: {port-collision: maybe}"))
+    settings = Settings(policy_dir=tmp_path, reload_interval=0)
+    app = create_app(settings, store=master)  # what PodgateServer.load does in a new worker
+    state = app.extensions["podgate"]
+    assert state.store.current.default.actions["port-collision"] == "warn"
+    assert "maybe" in (state.store.last_error or "")
+    assert app.test_client().get("/readyz").status_code == 200
+    with pytest.raises(PolicyError):  # without an inherited set, bad files still stop the start
+        create_app(settings)

@@ -67,8 +67,14 @@ def json_error(status: int, message: str) -> Response:
                     mimetype="application/json")
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app; raise PolicyError at startup if the policies cannot be loaded."""
+def create_app(settings: Settings | None = None, store: PolicyStore | None = None) -> Flask:
+    """Build the app; raise PolicyError at startup if the policies cannot be loaded.
+
+    ``store``: a store that may already hold a policy set, e.g. the one a gunicorn worker
+    inherits from the master. The files are read again; if they are invalid now, the inherited
+    set (the last good one) is kept instead of failing, so a worker that restarts during a bad
+    policy update still boots (gunicorn stops the whole server when a worker fails to boot).
+    """
     settings = settings or Settings.from_env()
     configure_logging()
     app = Flask("podgate")
@@ -77,8 +83,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from . import metrics
 
-    store = PolicyStore(settings.policy_dir, on_reload=metrics.policy_reloaded)
-    if not store.load():
+    if store is None:
+        store = PolicyStore(settings.policy_dir)
+    store.on_reload = metrics.policy_reloaded
+    if not store.load() and store.current is None:
         raise PolicyError(store.last_error or "policies could not be loaded")
     store.watch(settings.reload_interval)
     cache = None

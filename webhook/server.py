@@ -30,7 +30,9 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from . import worker
+from .errors import PolicyError
 from .settings import Settings
+from .store import PolicyStore
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class DrainingArbiter(Arbiter):
         self.draining = app.draining
         self.drain_seconds = app.options.drain_seconds
         self.drain_until: float | None = None
+        self.store = app.store
 
     def handle_term(self) -> None:
         if self.drain_until is not None or self.drain_seconds <= 0:
@@ -133,6 +136,10 @@ class DrainingArbiter(Arbiter):
         # the master loop wakes at least once a second and calls this
         if self.drain_until is not None and time.monotonic() >= self.drain_until:
             raise StopIteration  # -> halt(): close the listener, SIGTERM workers, wait for in-flight
+        try:
+            self.store.tick()  # keep the last good set current for the workers forked next
+        except Exception:  # noqa: BLE001  (the master must outlive any surprise)
+            self.log.exception("policy check in the master failed")
         super().manage_workers()
 
 
@@ -144,6 +151,11 @@ class PodgateServer(BaseApplication):
         self.options = options
         # created before the workers fork, so they all see the master's writes
         self.draining = multiprocessing.RawValue(ctypes.c_bool, False)
+        # The master holds the last good policy set too (no thread: it ticks in its own loop),
+        # and every worker it forks inherits it; see create_app.
+        self.store = PolicyStore(settings.policy_dir)
+        if not self.store.load():
+            raise PolicyError(self.store.last_error or "policies could not be loaded")
         super().__init__()
 
     def run(self) -> None:
@@ -178,7 +190,7 @@ class PodgateServer(BaseApplication):
     def load(self) -> Any:
         from .app import create_app
 
-        app = create_app(self.settings)
+        app = create_app(self.settings, store=self.store)
         draining = self.draining
         app.extensions["podgate"].draining = lambda: bool(draining.value)
         return app

@@ -50,8 +50,9 @@ class PolicyStore:
     def __init__(self, directory: str | Path | None,
                  on_reload: Callable[[bool, str], None] | None = None) -> None:
         self.directory = Path(directory) if directory is not None else None
-        self._on_reload = on_reload or (lambda ok, detail: None)
+        self.on_reload = on_reload or (lambda ok, detail: None)
         self._fingerprint: Fingerprint = ()
+        self._pending: Fingerprint = ()
         self.current: PolicySet | None = None
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -82,14 +83,14 @@ class PolicyStore:
             self._fingerprint = seen  # do not retry the same broken files every tick
             kept = "keeping the last good policy set" if self.current else "no policy set loaded"
             log.error("policy reload failed (%s):\n%s", kept, error)
-            self._on_reload(False, str(error))
+            self.on_reload(False, str(error))
             return False
         self.current = policies
         self.last_error = None
         self._fingerprint = seen
         log.info("policies loaded from %s: %s", directory,
                  ", ".join(p.name for p in policies.policies) or "builtin defaults")
-        self._on_reload(True, "")
+        self.on_reload(True, "")
         return True
 
     def changed(self) -> bool:
@@ -100,21 +101,24 @@ class PolicyStore:
         if self.changed():
             self.load()
 
+    def tick(self) -> None:
+        """One step of watching: load a change once it has held still since the previous tick
+        (a file being written in place is read whole, not half-written, which can parse)."""
+        now = fingerprint(self.directory or default_policy_dir())
+        if now != self._fingerprint and now == self._pending:
+            self.load()
+        self._pending = now
+
     def watch(self, interval: float) -> None:
-        """Start polling in a daemon thread (one per worker process)."""
+        """Start ticking in a daemon thread (one per worker process)."""
         if self._thread is not None or interval <= 0:
             return
+        self._pending = self._fingerprint
 
         def run() -> None:
-            previous = self._fingerprint
             while not self._stop.wait(interval):
                 try:
-                    # Load a change once it has held still for one interval: a file being
-                    # written in place is read whole, not half-written (which can parse).
-                    now = fingerprint(self.directory or default_policy_dir())
-                    if now != self._fingerprint and now == previous:
-                        self.load()
-                    previous = now
+                    self.tick()
                 except Exception:  # the watcher must outlive any surprise
                     log.exception("policy watcher error")
 
