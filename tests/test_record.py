@@ -72,7 +72,7 @@ def _record_many(directory: str, count: int) -> None:
 
 def test_cap_is_exact_across_processes(tmp_path: Path) -> None:
     """Four processes racing for 50 slots (as gunicorn workers would) write exactly 50 files."""
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # fork in a threaded test process can deadlock
     procs = [context.Process(target=_record_many, args=(str(tmp_path), 30)) for _ in range(4)]
     for p in procs:
         p.start()
