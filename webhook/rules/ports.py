@@ -42,11 +42,10 @@ def _lifetime_note(a: Container, b: Container) -> str:
 def port_collision(s: Subject) -> Iterator[Violation]:
     if s.pod.host_network:
         return  # every containerPort is a host port: reported once, as host-port-collision
-    groups = _group(((lst.port, lst.protocol), c) for c in s.pod.containers for lst in c.listeners)
-    proxy = s.proxy_container if s.meshed else None
-    for (port, protocol), members in groups.items():
+    for (port, protocol), members in s.containers_by_listener.items():
         if len(members) < 2:
             continue
+        proxy = s.proxy_container if s.meshed else None
         for a, b in overlapping_pairs(members):
             if proxy is not None and proxy in (a, b) and (port, protocol) in s.proxy_ports:
                 continue  # reported once, as proxy-port-conflict

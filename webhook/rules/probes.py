@@ -36,12 +36,7 @@ def probe_port_missing(s: Subject) -> Iterator[Violation]:
       fix="Probe a port of the probed container itself, or move the probe to the container that listens.",
       example="livenessProbe of app targets 9090, which only metrics declares")
 def probe_port_foreign(s: Subject) -> Iterator[Violation]:
-    owner: dict[int, str] = {}
-    for c in s.pod.containers:
-        for lst in c.listeners:
-            if lst.protocol == "TCP":
-                owner.setdefault(lst.port, c.name)
-    proxy_ports = s.proxy_ports if s.meshed else frozenset()
+    by_listener = s.containers_by_listener
     for c in s.pod.containers:
         seen: set[int] = set()
         for probe in c.probes:
@@ -49,9 +44,10 @@ def probe_port_foreign(s: Subject) -> Iterator[Violation]:
             if isinstance(port, str) or port in seen or c.declares(port):
                 continue
             seen.add(port)
-            other = owner.get(port)
-            if other is None or (port, "TCP") in proxy_ports:
+            owners = by_listener.get((port, "TCP"))
+            if not owners or s.meshed and (port, "TCP") in s.proxy_ports:
                 continue  # undeclared ports are legal; proxy ports are proxy-port-conflict's
+            other = owners[0].name  # the first container, in Pod order, that declares it
             yield Violation(
                 "probe-port-foreign",
                 f'[probe-port-foreign] the {probe.kind} of container "{c.name}" targets port {port}, which only '
