@@ -204,7 +204,7 @@ def _listeners(ports: list[Any], path: str) -> tuple[Listener, ...]:
         if type(raw) is dict:
             port, protocol = raw.get("containerPort"), raw.get("protocol") or "TCP"
             name, host_port, host_ip = raw.get("name"), raw.get("hostPort"), raw.get("hostIP") or ""
-            if type(port) is int and 0 < port < 65536 and protocol in PROTOCOLS \
+            if type(port) is int and 0 < port < 65536 and type(protocol) is str and protocol in PROTOCOLS \
                     and (name is None or type(name) is str) and type(host_ip) is str:
                 if host_port is None or host_port == 0:
                     out.append(Listener(port, protocol, name or None, None, host_ip))
