@@ -70,7 +70,7 @@ def test_rendered_chart_serves_the_api_server(tmp_path: Path) -> None:
 
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "webhook.cli", *args], stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "webhook.cli", *args, "--drain-seconds=0"], stdout=out,
                                    stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)},
                                    start_new_session=True)
     try:

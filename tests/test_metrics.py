@@ -94,7 +94,7 @@ def test_each_decision_is_counted_once_with_bounded_labels(client):
 
 
 @pytest.mark.parametrize("path", sorted(APISERVER_REVIEWS.glob("*mutate*.json")), ids=lambda p: p.name[:4])
-def test_recorded_mutations_have_named_skip_reasons(client, path):
+def test_recorded_mutations_have_named_skip_reasons(path):
     """Every skip the real API server's requests produce maps to a named label, never "other"."""
     from webhook.admission import Context, review
     from webhook.policy import load_policy_set
@@ -181,7 +181,7 @@ def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
     plan = [("/validate", validate)] * 60 + [("/validate", denied)] * 25 + [("/mutate", mutate)] * 35
     random.Random(7).shuffle(plan)
     with live_server(tmp_path, "--cert", str(cert), "--key", str(key), "--threads", "4", "--max-requests", "25",
-                     "--reload-interval", "0", env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}) as server:
+                     "--reload-interval", "0", "--drain-seconds", "0", env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}) as server:
         server_port = int(server.url.rsplit(":", 1)[1])
         with ThreadPoolExecutor(4) as pool:
             statuses = list(pool.map(lambda call: post(*call), plan))
