@@ -68,7 +68,8 @@ def test_rotation_under_load_fails_no_request(tmp_path):
     sent = [0]
     lock = threading.Lock()
 
-    with live_server(tmp_path, "--cert", str(cert), "--key", str(key), "--threads", "4", "--drain-seconds", "0") as server:
+    with live_server(tmp_path, "--cert", str(cert), "--key", str(key), "--threads", "4",
+                     "--drain-seconds", "0") as server:
         port = int(server.url.rsplit(":", 1)[1])
         kept = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
         kept.request("POST", "/validate", BODY, HEADERS)  # a keep-alive connection from before
