@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -205,3 +206,24 @@ def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
     assert sum(by_worker.values()) == len(plan)
     assert len([pid for pid, n in by_worker.items() if n]) >= 3, by_worker  # 2 workers, recycled at least once
     assert live_gauge_pids <= live, "a dead worker's live gauges were not marked dead"
+
+
+def test_metrics_dir_must_be_prepared_before_prometheus_client_is_imported():
+    from webhook.server import prepare_metrics_dir
+
+    with pytest.raises(RuntimeError, match="imported before"):
+        prepare_metrics_dir({})  # this test process imported it long ago
+
+
+def test_serve_makes_and_removes_its_own_metrics_dir(tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR, ``podgate serve`` makes a temp dir and removes it on exit."""
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    with live_server(tmp_path, "--workers", "1", "--reload-interval", "0", "--drain-seconds", "0",
+                     env=env) as server:
+        made = list(scratch.glob("podgate-metrics-*"))
+        assert len(made) == 1 and list(made[0].glob("counter_*.db"))
+        assert server.session().get(f"{server.url}/metrics").status_code == 200
+    assert not made[0].exists()
