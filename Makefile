@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test bench lint clean
+AUDIT_VENV ?= .audit-venv
+
+.PHONY: serve test bench lint audit clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +23,17 @@ test: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(ARGS)
 
+# Known vulnerabilities in the installed dependency set (pip-audit, in a venv of its own so it
+# does not change the set it audits); see .ci/audit.py for what happens offline.
+$(AUDIT_VENV)/bin/pip-audit:
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/pip install --quiet 'pip-audit>=2.7'
+
+audit: $(BIN)/.installed $(AUDIT_VENV)/bin/pip-audit
+	$(BIN)/python .ci/audit.py $(AUDIT_VENV)/bin/pip-audit $(BIN)/python
+
 lint: $(BIN)/.installed
 	$(BIN)/podgate policy lint policies
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(AUDIT_VENV) build *.egg-info .pytest_cache
