@@ -1,0 +1,71 @@
+"""The decision log's direct path writes exactly the line the logging path writes."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from webhook import logs
+
+FIELDS = {"webhook": "validate", "latency_ms": 0.5, "uid": "u1", "allowed": False, "rules": ["port-collision"],
+          "violations": [{"rule": "port-collision", "action": "deny", "containers": ["a", "b"], "port": 8080}]}
+
+
+@pytest.fixture
+def podgate_logger() -> Iterator[logging.Logger]:
+    logs.configure()
+    logger = logging.getLogger("podgate")
+    saved = logger.handlers[:]
+    yield logger
+    logger.handlers[:] = saved
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize("handler_class", [logs.JsonLineHandler, logging.StreamHandler], ids=["direct", "logging"])
+def test_same_line_either_way(podgate_logger: logging.Logger, handler_class: type[logging.StreamHandler]) -> None:
+    stream = io.StringIO()
+    handler = handler_class(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    podgate_logger.handlers[:] = [handler]
+    logs.decision(FIELDS)
+    logging.getLogger("podgate.decision").info("decision", extra={"fields": FIELDS})
+    direct, via_logging = lines(stream)
+    assert direct.pop("ts")[:-5] == via_logging.pop("ts")[:-5]  # same second, give or take the milliseconds
+    assert direct == via_logging == {"level": "info", "logger": "podgate.decision", "msg": "decision", **FIELDS}
+
+
+def test_a_foreign_handler_or_a_filter_gets_a_real_record(podgate_logger: logging.Logger) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    podgate_logger.handlers[:] = [Collect()]
+    logs.decision(FIELDS)
+    assert records[0].getMessage() == "decision" and records[0].fields == FIELDS  # type: ignore[attr-defined]
+
+
+def test_level_above_info_silences_decisions(podgate_logger: logging.Logger) -> None:
+    stream = io.StringIO()
+    handler = logs.JsonLineHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    podgate_logger.handlers[:] = [handler]
+    podgate_logger.setLevel("WARNING")
+    try:
+        logs.decision(FIELDS)
+    finally:
+        podgate_logger.setLevel("INFO")
+    assert stream.getvalue() == ""
+
+
+def test_timestamp_matches_logging() -> None:
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "m", None, None)
+    assert logs.timestamp(record.created) == logs.JsonFormatter().format(record).split('"')[3]
