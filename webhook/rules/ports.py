@@ -15,16 +15,6 @@ from ..pods import WILDCARD_HOST_IPS, Container, Role, overlapping_pairs
 from . import Subject, Violation, quote_pair, rule
 
 
-def _group(pairs: Iterator[tuple[object, Container]]) -> dict[object, list[Container]]:
-    """key -> the distinct containers that have it, in Pod order."""
-    groups: dict[object, list[Container]] = {}
-    for key, container in pairs:
-        members = groups.setdefault(key, [])
-        if not members or members[-1] is not container:
-            members.append(container)
-    return groups
-
-
 def _lifetime_note(a: Container, b: Container) -> str:
     """Say why two init containers overlap: it is the non-obvious case of the lifetime table."""
     if Role.INIT in (a.role, b.role):
@@ -119,8 +109,18 @@ def host_port_collision(s: Subject) -> Iterator[Violation]:
       fix="Rename one of the ports so each name is unique in the Pod.",
       example="containers web and sidecar both name a port http")
 def duplicate_port_name(s: Subject) -> Iterator[Violation]:
-    groups = _group((lst.name, c) for c in s.pod.containers for lst in c.listeners if lst.name)
+    groups: dict[str, list[Container]] = {}
+    for c in s.pod.containers:
+        for lst in c.listeners:
+            if name := lst.name:
+                members = groups.get(name)
+                if members is None:
+                    groups[name] = [c]
+                elif members[-1] is not c:
+                    members.append(c)
     for name, members in groups.items():
+        if len(members) < 2:
+            continue
         for a, b in combinations(members, 2):
             yield Violation(
                 "duplicate-port-name",

@@ -41,10 +41,12 @@ def probe_port_foreign(s: Subject) -> Iterator[Violation]:
         seen: set[int] = set()
         for probe in c.probes:
             port = probe.port
-            if isinstance(port, str) or port in seen or c.declares(port):
+            if isinstance(port, str) or port in seen:
                 continue
-            seen.add(port)
             owners = by_listener.get((port, "TCP"))
+            if owners and c in owners:
+                continue  # the container declares the port itself
+            seen.add(port)
             if not owners or s.meshed and (port, "TCP") in s.proxy_ports:
                 continue  # undeclared ports are legal; proxy ports are proxy-port-conflict's
             other = owners[0].name  # the first container, in Pod order, that declares it
