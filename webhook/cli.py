@@ -61,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, _, port = args.bind.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--bind must be HOST:PORT, got {args.bind!r}")
+    if args.health_bind and not args.health_bind.rpartition(":")[2].isdigit():
+        raise UsageError(f"--health-bind must be HOST:PORT, got {args.health_bind!r}")
     cert, key, ca = args.cert, args.key, None
     if not cert:
         paths = ensure_self_signed(args.cert_dir)
@@ -82,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "drain_seconds": args.drain_seconds}
     options = ServerOptions(bind=args.bind, certfile=cert, keyfile=key, workers=args.workers,
                             threads=args.threads, max_requests=args.max_requests,
-                            client_ca=args.client_ca or "",
+                            client_ca=args.client_ca or "", health_bind=args.health_bind or "",
                             **{k: v for k, v in timeouts.items() if v is not None})
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "[::]") else host
     print(f"podgate {__version__} listening on https://{host}:{port} "
@@ -307,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert-dir", default="certs", metavar="DIR",
                    help="where the self-signed certificate is kept when --cert is not given (default: certs)")
     p.add_argument("--client-ca", metavar="FILE", help="require client certificates signed by this CA")
+    p.add_argument("--health-bind", metavar="HOST:PORT",
+                   help="also serve GET /healthz, /readyz and /metrics (nothing else) over plain HTTP here, "
+                        "for probes when --client-ca is set")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--max-requests", type=int, default=0, help="recycle a worker after N requests (0: never)")

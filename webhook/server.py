@@ -48,6 +48,7 @@ class ServerOptions:
     max_requests: int = 0  # recycle workers after this many requests (0: never)
     client_ca: str = ""  # require client certificates signed by this CA (the API server's)
     drain_seconds: float = 5.0  # on SIGTERM: /readyz fails this long before the listener closes
+    health_bind: str = ""  # HOST:PORT of a plaintext listener for probes and metrics only (health.py)
 
 
 def prepare_metrics_dir(environ: Any = os.environ) -> tuple[Path, bool]:
@@ -193,4 +194,8 @@ class PodgateServer(BaseApplication):
         app = create_app(self.settings, store=self.store)
         draining = self.draining
         app.extensions["podgate"].draining = lambda: bool(draining.value)
+        if self.options.health_bind:
+            from . import health
+
+            health.serve(app, self.options.health_bind)
         return app
