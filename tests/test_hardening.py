@@ -296,3 +296,36 @@ def test_health_port_serves_probes_in_plaintext_and_nothing_else(tmp_path: Path)
         assert plain("POST", "/validate", BODY)[0] == 501  # no admission over plaintext
         assert plain("GET", "/validate")[0] == 404
         assert _refused(srv, client_context(srv))  # the TLS port still wants the client certificate
+
+
+@pytest.mark.parametrize(("timeout", "budget"), [
+    ("10s", 8.0), ("5s", 4.0), ("1m0s", 8.0), ("500ms", 0.4), ("1.5s", 1.2), (None, 8.0), ("bogus", 8.0),
+    ("10", 8.0), ("0s", 0.05), ("9" * 400 + "h", 8.0)])
+def test_request_budget_follows_the_api_servers_timeout(timeout: str | None, budget: float) -> None:
+    from webhook.views import request_budget
+
+    assert request_budget(timeout, 10.0) == pytest.approx(budget)
+
+
+def test_fuzzed_sample_through_the_real_server(server: LiveServer) -> None:
+    """A smaller sample of the fuzzer's mutants over TLS: gunicorn's parsing and the app together."""
+    from .test_fuzz import mutants
+
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10, context=client_context(server))
+    try:
+        for body in mutants(150, seed=3):
+            for path in ("/validate?timeout=10s", "/mutate?timeout=10s"):
+                try:
+                    conn.request("POST", path, body, {"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    status, payload = resp.status, resp.read()
+                except (http.client.HTTPException, OSError):  # a 413 closes the connection: reconnect
+                    conn.close()
+                    conn.request("POST", path, body, {"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    status, payload = resp.status, resp.read()
+                assert status in (200, 400, 413), (status, payload[:200])
+                answer = json.loads(payload)
+                assert answer["kind"] == "AdmissionReview" if status == 200 else answer["error"]
+    finally:
+        conn.close()
