@@ -31,6 +31,7 @@ from gunicorn.arbiter import Arbiter
 
 from . import worker
 from .errors import PolicyError
+from .logs import configure as configure_logging
 from .settings import Settings
 from .store import PolicyStore
 
@@ -154,6 +155,7 @@ class PodgateServer(BaseApplication):
         self.draining = multiprocessing.RawValue(ctypes.c_bool, False)
         # The master holds the last good policy set too (no thread: it ticks in its own loop),
         # and every worker it forks inherits it; see create_app.
+        configure_logging()  # the master's policy messages as JSON lines too
         self.store = PolicyStore(settings.policy_dir)
         if not self.store.load():
             raise PolicyError(self.store.last_error or "policies could not be loaded")
