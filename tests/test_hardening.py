@@ -329,3 +329,9 @@ def test_fuzzed_sample_through_the_real_server(server: LiveServer) -> None:
                 assert answer["kind"] == "AdmissionReview" if status == 200 else answer["error"]
     finally:
         conn.close()
+
+
+def test_no_listener_but_the_tls_port(server: LiveServer) -> None:
+    """gunicorn 25+ also opens a control socket unless told not to; podgate tells it not to."""
+    assert "Control socket" not in server.output()
+    assert "Listening at: https://127.0.0.1:" in server.output()

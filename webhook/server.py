@@ -184,6 +184,9 @@ class PodgateServer(BaseApplication):
             "errorlog": "-",
             "loglevel": "info",
             "proc_name": "podgate",
+            # gunicorn's control socket (~/.gunicorn/gunicorn.ctl) would be one more listener,
+            # shared by every server of the user; podgate has no use for it
+            "control_socket_disable": True,
             "pre_fork": worker.pre_fork,
             "child_exit": _child_exit,
         }
