@@ -154,7 +154,7 @@ def run_workers(args: argparse.Namespace, tmp: Path, report: Report) -> None:
 
 
 def run_inprocess(args: argparse.Namespace, report: Report) -> None:
-    print(f"\n## in process: request bytes -> response bytes (median of {args.inproc_rounds} repeats, "
+    print(f"\n## in process: request bytes -> response bytes (CPU time, best of {args.inproc_rounds} repeats, "
           f"A B B A order)\n")
     print(f"{'payload':44} {'webhook':9} {'bytes':>9} {'podgate':>10} {'stdlib json':>12} {'ratio':>6}"
           f" {'orjson':>9}")
