@@ -369,6 +369,16 @@ class Scaling:
         return min(two / one for two, one, _ in self.rounds)
 
     @property
+    def median(self) -> float:
+        ratios = sorted(two / one for two, one, _ in self.rounds)
+        return ratios[len(ratios) // 2]
+
+    @property
+    def most_uneven(self) -> float:
+        """The largest share of CPU one worker of the two took in any round (0.5: even)."""
+        return max(max(ticks) / max(1, sum(ticks)) for _, _, ticks in self.rounds)
+
+    @property
     def mean(self) -> float:
         return sum(two / one for two, one, _ in self.rounds) / len(self.rounds)
 
