@@ -128,19 +128,22 @@ class Rule:
     why: str  # why it matters at runtime
     fix: str  # what to change
     example: str = field(default="")
+    # A mesh rule finds nothing in a Pod that neither is nor must be meshed: ``evaluate`` skips it
+    # there, which is most Pods (tests/test_rules_mesh_skip.py holds every mesh rule to that).
+    mesh: bool = field(default=False)
 
 
 RULES: dict[str, Rule] = {}
 
 
 def rule(rule_id: str, default_action: Action, *, summary: str, why: str, fix: str,
-         example: str = "") -> Callable[[Check], Check]:
+         example: str = "", mesh: bool = False) -> Callable[[Check], Check]:
     """Register a check function under its rule ID."""
 
     def register(check: Check) -> Check:
         if rule_id in RULES:
             raise ValueError(f"rule {rule_id!r} registered twice")
-        RULES[rule_id] = Rule(rule_id, default_action, check, summary, why, fix, example)
+        RULES[rule_id] = Rule(rule_id, default_action, check, summary, why, fix, example, mesh)
         return check
 
     return register
@@ -158,7 +161,10 @@ def evaluate(subject: Subject, actions: Mapping[str, Action]) -> list[Finding]:
     Rules are generators, so the ones not taken are never computed.
     """
     findings: list[Finding] = []
+    outside_mesh = not subject.mesh_required and not subject.meshed
     for r in RULES.values():
+        if outside_mesh and r.mesh:
+            continue
         action = actions.get(r.id, r.default_action)
         if action != "off":  # a plain loop: most rules find nothing, and cheaply
             for violation in islice(r.check(subject), MAX_FINDINGS_PER_RULE):

@@ -8,7 +8,7 @@ from ..pods import Role
 from . import Subject, Violation, rule
 
 
-@rule("proxy-port-conflict", "deny",
+@rule("proxy-port-conflict", "deny", mesh=True,
       summary="In a meshed Pod, a container other than the proxy declares (or probes) a port the proxy reserves.",
       why="The proxy binds its reserved ports and redirects traffic through them: the app cannot bind the port, "
           "or the proxy fails to start and the whole Pod loses its network.",
@@ -46,7 +46,7 @@ def proxy_port_conflict(s: Subject) -> Iterator[Violation]:
                 names, port=port, protocol=protocol)
 
 
-@rule("proxy-uid-conflict", "deny",
+@rule("proxy-uid-conflict", "deny", mesh=True,
       summary="In a meshed Pod, a container other than the proxy runs as the proxy's UID.",
       why="The traffic-redirect rules exempt the proxy's UID so the proxy's own traffic is not looped back; "
           "an app running as that UID bypasses the mesh: no mTLS, no policy, no telemetry.",
@@ -66,7 +66,7 @@ def proxy_uid_conflict(s: Subject) -> Iterator[Violation]:
                 (c.name,), uid=uid)
 
 
-@rule("missing-proxy", "deny",
+@rule("missing-proxy", "deny", mesh=True,
       summary="A Pod that policy says must be meshed reaches validation without the proxy container.",
       why="The injection did not happen (the mutating webhook was skipped, failed open, or the Pod was edited): "
           "the Pod would run outside the mesh, unencrypted and unseen by mesh policy.",
@@ -84,7 +84,7 @@ def missing_proxy(s: Subject) -> Iterator[Violation]:
         f"container: check that podgate's mutating webhook covers namespace \"{pod.namespace}\", or opt the pod out")
 
 
-@rule("proxy-udp-port", "warn",
+@rule("proxy-udp-port", "warn", mesh=True,
       summary="In a meshed Pod, a container other than the proxy declares a UDP port.",
       why="The proxy carries TCP only: UDP traffic to and from the Pod bypasses the mesh.",
       fix="Accept that the UDP traffic is outside the mesh (set the rule to audit for this Pod's policy), "
@@ -106,7 +106,7 @@ def proxy_udp_port(s: Subject) -> Iterator[Violation]:
                     (c.name,), port=lst.port, protocol="UDP")
 
 
-@rule("mesh-host-network", "warn",
+@rule("mesh-host-network", "warn", mesh=True,
       summary="A Pod that policy says must be meshed uses hostNetwork.",
       why="A hostNetwork Pod shares the node's network namespace; podgate never injects the proxy there, "
           "so the Pod runs outside the mesh.",
@@ -120,7 +120,7 @@ def mesh_host_network(s: Subject) -> Iterator[Violation]:
             f"the proxy cannot be injected; drop hostNetwork or opt the pod out")
 
 
-@rule("proxy-no-identity", "warn",
+@rule("proxy-no-identity", "warn", mesh=True,
       summary="A meshed Pod sets automountServiceAccountToken: false.",
       why="The proxy proves the workload's identity with the ServiceAccount token; without it, mTLS "
           "certificates cannot be issued and the proxy cannot join the mesh.",
@@ -134,7 +134,7 @@ def proxy_no_identity(s: Subject) -> Iterator[Violation]:
             f"false: the proxy cannot obtain its workload identity; remove the setting or project a token")
 
 
-@rule("proxy-blocks-completion", "warn",
+@rule("proxy-blocks-completion", "warn", mesh=True,
       summary="A Pod with restartPolicy Never or OnFailure carries the proxy as a classic container.",
       why="A classic proxy container never exits, so a Job's Pod never completes and the Job hangs.",
       fix="Inject the proxy as a native sidecar (mode: native), which Kubernetes stops when the app exits.",
