@@ -207,6 +207,8 @@ def _redirect_container(inj: Injector, pod: Pod) -> dict[str, Any] | None:
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
     out = template
+    if "{" not in out:
+        return out  # most arguments are plain words: nothing to look for
     for key, value in values.items():
         out = out.replace("{" + key + "}", value)
     return out
