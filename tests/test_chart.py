@@ -52,6 +52,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
            "policies": {"files": {"team-a.yaml": "apiVersion: podgate.io/v1alpha1\nkind: Policy\n"
                                                  "metadata: {name: team-a}\nspec:\n  match:\n"
                                                  "    namespaces: [team-a]\n"}}},
+    "client-certificates": {"server": {"clientCA": {"secretName": "apiserver-client-ca"}},
+                            "serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}},
     "minimal": {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}, "namespaceLabels": {"fromAPI": False},
                 "serviceAccount": {"create": False}, "server": {"metrics": False},
                 "webhook": {"matchConditions": False, "mutating": {"enabled": False}}},
@@ -336,8 +338,10 @@ def test_pod_meets_the_restricted_pod_security_standard(rendered):
         assert not any(p.get("hostPort") for p in c.get("ports", []))
         assert set(c["resources"]) == {"requests", "limits"}
         assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
-    assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == {
-        "tls": {"secret"}, "policies": {"configMap"}, "tmp": {"emptyDir"}}  # no hostPath
+    volumes = {"tls": {"secret"}, "policies": {"configMap"}, "tmp": {"emptyDir"}}  # no hostPath
+    if rendered[0] == "client-certificates":
+        volumes["client-ca"] = {"secret"}
+    assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == volumes
 
 
 def test_container_command_is_one_podgate_serve_accepts(rendered):
@@ -351,13 +355,35 @@ def test_container_command_is_one_podgate_serve_accepts(rendered):
     assert Path(args.cert).parent == Path(args.key).parent == Path(mounts["tls"])
     assert (Path(args.cert).name, Path(args.key).name) == ("tls.crt", "tls.key")
     assert all(m["readOnly"] for m in c["volumeMounts"] if m["name"] != "tmp")
-    assert [p["containerPort"] for p in c["ports"]] == [8443]
+    if rendered[0] == "client-certificates":
+        assert args.client_ca == f"{mounts['client-ca']}/ca.crt" and args.health_bind == "0.0.0.0:8081"
+        assert [p["containerPort"] for p in c["ports"]] == [8443, 8081]
+    else:
+        assert args.client_ca is None and args.health_bind is None
+        assert [p["containerPort"] for p in c["ports"]] == [8443]
 
 
-def test_probes_use_the_health_endpoints_over_https(rendered):
+def test_probes_use_the_health_endpoints(rendered):
+    """Over the webhook's HTTPS port; with client certificates required (the kubelet has none),
+    over the plain-HTTP health port, which serves nothing but health and metrics."""
     c = container(rendered[1])
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    port = {"port": "health", "scheme": "HTTP"} if rendered[0] == "client-certificates" \
+        else {"port": "https", "scheme": "HTTPS"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", **port}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", **port}
+    assert c["startupProbe"]["httpGet"] == {"path": "/readyz", **port}
+
+
+def test_client_certificates_move_metrics_to_the_health_port(chart, ca_pem):
+    objs = objects(chart, ca_pem, "client-certificates")
+    secrets = [v["secret"]["secretName"] for v in one(objs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+               if "secret" in v]
+    assert "apiserver-client-ca" in secrets
+    assert [p["name"] for p in one(objs, "Service")["spec"]["ports"]] == ["https", "health"]
+    (endpoint,) = one(objs, "ServiceMonitor")["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["scheme"]) == ("health", "http") and "tlsConfig" not in endpoint
+    (ingress,) = one(objs, "NetworkPolicy")["spec"]["ingress"]
+    assert [p["port"] for p in ingress["ports"]] == ["https", "health"]
 
 
 def test_high_availability(rendered):
