@@ -221,6 +221,7 @@ class Load:
         self.start = threading.Barrier(connections + 1)
         self.end = threading.Barrier(connections + 1)
         self.job: Job | None = None
+        self.failure: Exception | None = None
         self.results: list[tuple[list[float], float, int]] = [([], 0.0, 0)] * connections
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(connections)]
         for t in self.threads:
@@ -234,6 +235,14 @@ class Load:
         self._dispatch(Job("__connect__", []), 0.0)
 
     def _run(self, i: int) -> None:
+        try:
+            self._serve(i)
+        except Exception as exc:  # a failed connection: break the barriers, the main thread reports it
+            self.failure = exc
+            self.start.abort()
+            self.end.abort()
+
+    def _serve(self, i: int) -> None:
         while True:
             self.start.wait()
             job = self.job
@@ -271,8 +280,11 @@ class Load:
         self.job = job
         start = time.perf_counter()
         job.deadline = start + seconds
-        self.start.wait()
-        self.end.wait()
+        try:
+            self.start.wait()
+            self.end.wait()
+        except threading.BrokenBarrierError:
+            raise SystemExit(f"a client connection failed: {self.failure!r}") from self.failure
         return start
 
     def block(self, job: Job, seconds: float, side: Side | None, server: Server | None) -> None:
@@ -295,7 +307,8 @@ class Load:
 
     def close(self) -> None:
         self.job = None
-        self.start.wait()
+        if not self.start.broken:
+            self.start.wait()
         for t in self.threads:
             t.join(timeout=5)
         for conns in self.conns:
