@@ -132,3 +132,17 @@ def test_recorded_live_traffic_becomes_a_passing_suite(tmp_path: Path, capsys: p
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == "6 cases: 6 passed, 0 failed"
     assert "denied (port-collision)" not in out  # the run prints PASS lines, not the init summary
+
+
+def test_every_setting_round_trips_through_the_environment() -> None:
+    from dataclasses import fields
+
+    from webhook.settings import ENVIRONMENT
+
+    assert {f.name for f in fields(Settings)} == {field for field, _, _ in ENVIRONMENT.values()}
+    changed = Settings(policy_dir=Path("/p"), reload_interval=0.5, max_body_bytes=10, namespace_labels_file=Path("/n"),
+                       kube_api="in-cluster", namespace_fallback="no-labels", namespace_resync=60.0, metrics=False,
+                       record_dir=Path("/r"), record_max_files=3, record_max_bytes=4, record_user_info=True,
+                       bench_baseline=True, request_timeout=5.0)
+    assert Settings.from_env(changed.to_env()) == changed
+    assert Settings().to_env() == {}

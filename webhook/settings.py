@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own limit on an object is 3 MiB
 
@@ -36,51 +37,42 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        settings = cls()
-        if value := env.get("PODGATE_POLICIES"):
-            settings = replace(settings, policy_dir=Path(value))
-        if value := env.get("PODGATE_RELOAD_INTERVAL"):
-            settings = replace(settings, reload_interval=float(value))
-        if value := env.get("PODGATE_MAX_BODY_BYTES"):
-            settings = replace(settings, max_body_bytes=int(value))
-        if value := env.get("PODGATE_NAMESPACE_LABELS"):
-            settings = replace(settings, namespace_labels_file=Path(value))
-        if value := env.get("PODGATE_KUBE_API"):
-            settings = replace(settings, kube_api=value)
-        if value := env.get("PODGATE_NAMESPACE_FALLBACK"):
-            settings = replace(settings, namespace_fallback=value)
-        if value := env.get("PODGATE_NAMESPACE_RESYNC"):
-            settings = replace(settings, namespace_resync=float(value))
-        if value := env.get("PODGATE_METRICS"):
-            settings = replace(settings, metrics=value.lower() not in ("0", "false", "no", "off"))
-        if value := env.get("PODGATE_RECORD_DIR"):
-            settings = replace(settings, record_dir=Path(value))
-        if value := env.get("PODGATE_RECORD_MAX_FILES"):
-            settings = replace(settings, record_max_files=int(value))
-        if value := env.get("PODGATE_RECORD_MAX_BYTES"):
-            settings = replace(settings, record_max_bytes=int(value))
-        if value := env.get("PODGATE_RECORD_USER_INFO"):
-            settings = replace(settings, record_user_info=value.lower() in ("1", "true", "yes", "on"))
-        if env.get("PODGATE_BENCH_BASELINE", "").lower() in ("1", "true", "yes"):
-            settings = replace(settings, bench_baseline=True)
-        if value := env.get("PODGATE_REQUEST_TIMEOUT"):
-            settings = replace(settings, request_timeout=float(value))
-        return settings
+        values: dict[str, Any] = {}
+        for name, (field, parse, _) in ENVIRONMENT.items():
+            raw = env.get(name)
+            if raw:
+                values[field] = parse(raw)
+        return cls(**values)
 
     def to_env(self) -> dict[str, str]:
-        """The inverse of from_env: how ``podgate serve`` hands settings to gunicorn workers."""
-        env = {"PODGATE_RELOAD_INTERVAL": str(self.reload_interval),
-               "PODGATE_MAX_BODY_BYTES": str(self.max_body_bytes),
-               "PODGATE_REQUEST_TIMEOUT": str(self.request_timeout),
-               "PODGATE_METRICS": "true" if self.metrics else "false"}
-        if self.policy_dir is not None:
-            env["PODGATE_POLICIES"] = str(self.policy_dir)
-        if self.namespace_labels_file is not None:
-            env["PODGATE_NAMESPACE_LABELS"] = str(self.namespace_labels_file)
-        if self.record_dir is not None:
-            env.update(PODGATE_RECORD_DIR=str(self.record_dir), PODGATE_RECORD_MAX_FILES=str(self.record_max_files),
-                       PODGATE_RECORD_MAX_BYTES=str(self.record_max_bytes),
-                       PODGATE_RECORD_USER_INFO="true" if self.record_user_info else "false")
-        if self.bench_baseline:
-            env["PODGATE_BENCH_BASELINE"] = "1"
-        return env
+        """The inverse of from_env: every setting that differs from its default, as PODGATE_* vars."""
+        default = Settings()
+        return {name: show(getattr(self, field)) for name, (field, _, show) in ENVIRONMENT.items()
+                if getattr(self, field) != getattr(default, field)}
+
+
+def _flag(raw: str) -> bool:
+    return raw.lower() in ("1", "true", "yes", "on")
+
+
+def _flag_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+# PODGATE_* variable -> (Settings field, parse, render)
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
+    "PODGATE_POLICIES": ("policy_dir", Path, str),
+    "PODGATE_RELOAD_INTERVAL": ("reload_interval", float, str),
+    "PODGATE_MAX_BODY_BYTES": ("max_body_bytes", int, str),
+    "PODGATE_NAMESPACE_LABELS": ("namespace_labels_file", Path, str),
+    "PODGATE_KUBE_API": ("kube_api", str, str),
+    "PODGATE_NAMESPACE_FALLBACK": ("namespace_fallback", str, str),
+    "PODGATE_NAMESPACE_RESYNC": ("namespace_resync", float, str),
+    "PODGATE_METRICS": ("metrics", lambda raw: raw.lower() not in ("0", "false", "no", "off"), _flag_text),
+    "PODGATE_RECORD_DIR": ("record_dir", Path, str),
+    "PODGATE_RECORD_MAX_FILES": ("record_max_files", int, str),
+    "PODGATE_RECORD_MAX_BYTES": ("record_max_bytes", int, str),
+    "PODGATE_RECORD_USER_INFO": ("record_user_info", _flag, _flag_text),
+    "PODGATE_BENCH_BASELINE": ("bench_baseline", _flag, _flag_text),
+    "PODGATE_REQUEST_TIMEOUT": ("request_timeout", float, str),
+}
