@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -48,6 +49,23 @@ def request_budget(timeout: str | None, default: float) -> float:
     return max(0.05, min(seconds, default) * BUDGET_SHARE)
 
 
+def _buffered(environ: dict[str, object]) -> bool:
+    """Whether gunicorn already holds the whole (Content-Length) body: reading it cannot block.
+
+    The usual admission request arrives in one piece with its headers, so the deadline needs no
+    socket timeout; setting one and restoring it would be two system calls per request, each
+    giving up the GIL, and getting it back from the other threads costs more than the review.
+    Anything unusual (chunked, partly received, another server) takes the guarded path.
+    """
+    reader = getattr(environ.get("wsgi.input"), "reader", None)
+    length = getattr(reader, "length", None)
+    buf = getattr(getattr(reader, "unreader", None), "buf", None)
+    if type(length) is not int or not isinstance(buf, io.BytesIO):
+        return False
+    with buf.getbuffer() as held:
+        return held.nbytes >= length
+
+
 def _read_body(deadline: float) -> bytes | None:
     """The body, read within the deadline and the size cap (None: the client was too slow).
 
@@ -56,7 +74,8 @@ def _read_body(deadline: float) -> bytes | None:
     Reading in a loop also enforces the cap on chunked bodies (Werkzeug's ``get_data`` stops
     silently at MAX_CONTENT_LENGTH; its stream raises 413 on the read after it).
     """
-    sock = request.environ.get("gunicorn.socket")
+    environ = request.environ
+    sock = None if _buffered(environ) else environ.get("gunicorn.socket")
     previous = sock.gettimeout() if sock is not None else None
     stream = request.stream  # over MAX_CONTENT_LENGTH by Content-Length: 413 here, nothing read
     body = bytearray()
