@@ -9,6 +9,7 @@ time budget, TLS below 1.2 and weak ciphers are refused, client certificates are
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import signal
 import socket
@@ -335,3 +336,23 @@ def test_no_listener_but_the_tls_port(server: LiveServer) -> None:
     """gunicorn 25+ also opens a control socket unless told not to; podgate tells it not to."""
     assert "Control socket" not in server.output()
     assert "Listening at: https://127.0.0.1:" in server.output()
+
+
+def test_only_a_body_gunicorn_already_holds_skips_the_socket_timeout() -> None:
+    """The deadline may go without a socket timeout only when reading cannot wait on the client."""
+    from gunicorn.http.body import Body, ChunkedReader, LengthReader
+    from gunicorn.http.unreader import IterUnreader
+
+    from webhook.views import _buffered
+
+    def held(data: bytes) -> IterUnreader:
+        unreader = IterUnreader([])
+        unreader.unread(data)
+        return unreader
+
+    assert _buffered({"wsgi.input": Body(LengthReader(held(b"x" * 100), 100))})
+    assert _buffered({"wsgi.input": Body(LengthReader(held(b"x" * 150), 100))})  # the next request behind it
+    assert not _buffered({"wsgi.input": Body(LengthReader(held(b"x" * 99), 100))})  # one byte still to come
+    assert not _buffered({"wsgi.input": Body(ChunkedReader(object(), held(b"5\r\nhello\r\n0\r\n\r\n")))})
+    assert not _buffered({"wsgi.input": io.BytesIO(b"{}")})  # another server's stream
+    assert not _buffered({})
