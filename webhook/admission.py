@@ -88,13 +88,12 @@ def decide(request: AdmissionRequest, webhook: Webhook, ctx: Context) -> Decisio
         pod = parse_pod(request.object, request.namespace)
     except PodShapeError as exc:
         return _shape_error(exc)
+    where = f"{pod.namespace}/{pod.display_name}"
     try:
         labels = ctx.namespace_labels(pod.namespace)
     except NamespaceUnavailable as exc:
-        return Decision(False, "namespace labels unavailable", message=str(exc), code=503,
-                        pod=f"{pod.namespace}/{pod.display_name}")
+        return Decision(False, "namespace labels unavailable", message=str(exc), code=503, pod=where)
     policy = ctx.policies.governing(pod.namespace, labels)
-    where = f"{pod.namespace}/{pod.display_name}"
     exemption = policy.exemption(pod)
     if exemption is not None:
         return Decision(True, f"exempt: {exemption}", policy=policy.name, pod=where)
