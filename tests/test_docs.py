@@ -30,7 +30,8 @@ import yaml
 from webhook.cli import build_parser
 from webhook.lint import lint
 from webhook.policy import load_policy_set
-from webhook.suite import schema_validator as suite_validator
+from webhook.policy import schema_validator
+from webhook.suite import SCHEMA_FILE as SUITE_SCHEMA
 
 from .conftest import REPO
 
@@ -156,7 +157,7 @@ SUITE_BLOCKS = all_blocks(lambda b: b.lang == "yaml" and b.attr("suite"))
 
 @pytest.mark.parametrize("block", SUITE_BLOCKS, ids=lambda b: b.id)
 def test_suite_examples_match_the_schema(block: Block) -> None:
-    errors = [e.message for e in suite_validator().iter_errors(yaml.safe_load(block.text))]
+    errors = [e.message for e in schema_validator(SUITE_SCHEMA).iter_errors(yaml.safe_load(block.text))]
     assert not errors
 
 

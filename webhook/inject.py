@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from jsonpointer import escape
 from kubernetes.utils.quantity import parse_quantity
 
 from .errors import InjectionError, PodShapeError, PolicyError
@@ -32,11 +33,6 @@ EXCLUDE_OUTBOUND_ANNOTATION = "podgate.io/exclude-outbound-ports"
 MAX_EXCLUDED_PORTS = 64
 # resource.Quantity's syntax (k8s.io/apimachinery), ASCII only
 QUANTITY = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?", re.ASCII)
-
-
-def escape(key: str) -> str:
-    """RFC 6901: ``~`` first, then ``/``."""
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import yaml
 
 from .errors import PolicyError
 from .explain import unknown_rule_message
-from .policy import PolicyLoader, _validator, iter_policy_files, load_policy_set
+from .policy import PolicyLoader, iter_policy_files, load_policy_set, reserved_ports, schema_validator
 from .rules import RULES
 from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 
@@ -118,17 +118,13 @@ def _read(path: Path, problems: list[Problem]) -> Iterator[Doc]:
         for key_path, first, again in ydoc.duplicate_keys():
             problems.append(Problem("error", label, again, json_pointer(key_path),
                                     f"key given twice (also on line {first}); only the last one counts"))
-        errors = list(_validator().iter_errors(ydoc.data))
+        errors = list(schema_validator().iter_errors(ydoc.data))
         for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
             best = jsonschema.exceptions.best_match([error]) if error.context else error
             at = schema_error_path(best)
             problems.append(Problem("error", label, ydoc.line(at), json_pointer(at), best.message))
         if not errors:
             yield Doc(label, ydoc)
-
-
-def _ports(entries: list[Any]) -> list[tuple[int, str]]:
-    return [(e, "TCP") if isinstance(e, int) else (e["port"], e.get("protocol", "TCP")) for e in entries]
 
 
 def _semantics(docs: list[Doc]) -> list[Problem]:
@@ -171,7 +167,7 @@ def _semantics(docs: list[Doc]) -> list[Problem]:
 
 def _profile(d: Doc) -> Iterator[Problem]:
     proxy = d.spec["proxy"]
-    reserved = _ports(proxy["reservedPorts"])
+    reserved = reserved_ports(proxy["reservedPorts"])
     counts: dict[tuple[int, str], int] = defaultdict(int)
     for i, entry in enumerate(reserved):
         counts[entry] += 1

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from jsonpointer import escape
+
 from .errors import PodShapeError
 
 PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
@@ -154,12 +156,8 @@ def _string_map(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, str
     value = _mapping(obj, key, path)
     for k, v in value.items():
         if not isinstance(v, str):
-            raise PodShapeError(f"{path}/{key}/{_escape(k)}", f"expected a string, got {_type_name(v)}")
+            raise PodShapeError(f"{path}/{key}/{escape(k)}", f"expected a string, got {_type_name(v)}")
     return value
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _port_number(value: Any, path: str) -> int:

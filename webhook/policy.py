@@ -24,6 +24,7 @@ from .inject import Injector, compile_injector
 from .pods import Pod
 from .rules import RULES, Action, ProxySpec, Subject
 from .selectors import Labels, Selector, compile_selector
+from .yamlpos import json_pointer
 
 API_VERSION = "podgate.io/v1alpha1"
 SCHEMA_FILE = "policy.schema.json"
@@ -44,9 +45,10 @@ def default_policy_dir() -> Path:
     return Path(str(resources.files("webhook.policies")))
 
 
-@lru_cache(maxsize=1)
-def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads((default_policy_dir() / SCHEMA_FILE).read_text())
+@lru_cache(maxsize=4)
+def schema_validator(file_name: str = SCHEMA_FILE) -> jsonschema.protocols.Validator:
+    """A bundled JSON Schema (``policies/<file_name>``), checked and compiled once."""
+    schema = json.loads((default_policy_dir() / file_name).read_text())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
@@ -146,18 +148,13 @@ class PolicySet:
         return self.default
 
 
-def _json_path(path: Any) -> str:
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
-    return "/" + "/".join(parts) if parts else "/"
-
-
 def _schema_errors(doc: Any, where: str) -> list[str]:
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errors = sorted(schema_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     out = []
     for error in errors:
         # a failed if/then reports on the deepest branch; that is the useful message
         best = jsonschema.exceptions.best_match([error]) if error.context else error
-        out.append(f"{where}: {_json_path(best.absolute_path)}: {best.message}")
+        out.append(f"{where}: {json_pointer(best.absolute_path)}: {best.message}")
     return out
 
 
@@ -196,9 +193,9 @@ def read_documents(path: Path, label: str) -> list[tuple[str, Any]]:
             for i, doc in enumerate(docs) if doc is not None]
 
 
-def _reserved(entries: list[Any]) -> frozenset[tuple[int, str]]:
-    return frozenset((e, "TCP") if isinstance(e, int) else (e["port"], e.get("protocol", "TCP"))
-                     for e in entries)
+def reserved_ports(entries: list[Any]) -> list[tuple[int, str]]:
+    """``reservedPorts`` entries (a number, or {port, protocol}) as (port, protocol), in order."""
+    return [(e, "TCP") if isinstance(e, int) else (e["port"], e.get("protocol", "TCP")) for e in entries]
 
 
 def _compile_profile(spec: Mapping[str, Any], name: str, where: str, errors: list[str]) -> MeshProfile:
@@ -211,7 +208,8 @@ def _compile_profile(spec: Mapping[str, Any], name: str, where: str, errors: lis
     except PolicyError as exc:
         errors.append(f"{where}: {exc}")
         injector = None
-    return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], _reserved(proxy["reservedPorts"]), helpers),
+    reserved = frozenset(reserved_ports(proxy["reservedPorts"]))
+    return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], reserved, helpers),
                        injector, where)
 
 

@@ -13,7 +13,6 @@ import json
 from xml.etree import ElementTree
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from .errors import PodgateError
 from .manifests import ManifestError, read_documents
 from .namespaces import StaticNamespaceLabels
 from .offline import Admission, Step, admit, pod_review
-from .policy import PolicySet, default_policy_dir, load_policy_set
+from .policy import PolicySet, load_policy_set, schema_validator
 from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 
 SUITE_NAMES = ("podgate-test.yaml", "podgate-test.yml")
@@ -35,12 +34,6 @@ API_VERSION = "podgate.io/v1alpha1"
 
 class SuiteError(PodgateError):
     """A suite (or a file it names) is malformed: exit code 2."""
-
-
-@lru_cache(maxsize=1)
-def schema_validator() -> jsonschema.protocols.Validator:
-    schema = json.loads((default_policy_dir() / SCHEMA_FILE).read_text())
-    return jsonschema.validators.validator_for(schema)(schema)
 
 
 def find_suites(target: str | Path) -> list[Path]:
@@ -112,7 +105,7 @@ def load_suite(path: Path, update_golden: bool = False) -> Suite:
     if len(docs) != 1:
         raise SuiteError(f"{path}: expected one YAML document (a TestSuite), found {len(docs)}")
     doc = docs[0]
-    errors = sorted(schema_validator().iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(schema_validator(SCHEMA_FILE).iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise SuiteError("\n".join(_schema_message(path, doc, e) for e in errors))
     data = doc.data

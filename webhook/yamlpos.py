@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from jsonpointer import escape
 
 
 @dataclass
@@ -90,8 +91,7 @@ def _duplicates(node: yaml.Node, path: list[Any]) -> Iterator[tuple[list[Any], i
 
 def json_pointer(path: Sequence[Any]) -> str:
     """RFC 6901 pointer for a path of keys and indices (``/`` for the root)."""
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
-    return "/" + "/".join(parts) if parts else "/"
+    return "/" + "/".join(escape(str(p)) for p in path) if path else "/"
 
 
 def schema_error_path(error: Any) -> list[Any]:
