@@ -7,7 +7,6 @@ is what the API server really makes a webhook do.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,13 +116,14 @@ def fifty_containers() -> dict[str, Any]:
 
 def injected(body: bytes) -> bytes:
     """The body /validate sees after /mutate: the same review with the patched Pod."""
-    from webhook.admission import Context, review
+    from webhook.admission import Context
+    from webhook.offline import admit
     from webhook.policy import load_policy_set
 
-    outcome = review(body, "mutate", Context(load_policy_set()))
-    assert outcome.decision is not None and outcome.decision.patched_object is not None, "not injected"
     review_doc = orjson.loads(body)
-    review_doc["request"]["object"] = copy.deepcopy(outcome.decision.patched_object)
+    result = admit(review_doc, "mutate", Context(load_policy_set()))
+    assert result.injected, "not injected"
+    review_doc["request"]["object"] = result.object
     return orjson.dumps(review_doc)
 
 

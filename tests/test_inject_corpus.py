@@ -60,7 +60,6 @@ def test_every_corpus_pod_is_injected_once_or_skipped_for_a_reason(tmp_path: Pat
                 outcomes[decision.reason.split(" (")[0]] += 1
                 continue
             got = jsonpatch.apply_patch(pod, decision.patch)
-            assert got == decision.patched_object, where
             init = [c["name"] for c in got["spec"]["initContainers"]]
             own_init = [c["name"] for c in pod["spec"].get("initContainers") or []]
             assert init == ["mesh-init", "mesh-proxy"] + own_init, where

@@ -59,8 +59,6 @@ def test_injection_golden(case: Path) -> None:
         return
     assert decision.allowed, decision.message
     got = jsonpatch.apply_patch(pod, decision.patch) if decision.patch else pod
-    if decision.patch:
-        assert got == decision.patched_object  # `podgate inject` prints this one
     golden = case.with_name(case.name + ".injected")
     if REFRESH:
         golden.write_text(yaml.safe_dump(got, sort_keys=False))

@@ -45,7 +45,6 @@ class Decision:
     message: str | None = None  # the denial message
     code: int = 403
     patch: list[dict[str, Any]] | None = None
-    patched_object: Any = None  # the Pod after the patch (what `podgate inject` prints)
     policy: str | None = None
     pod: str | None = None  # namespace/name for logs
 
@@ -131,7 +130,7 @@ def _mutate(pod: Pod, policy: Any, labels: Any, where: str) -> Decision:
         return _shape_error(exc)
     if plan.skip is not None:
         return Decision(True, f"not injected: {plan.skip}", policy=policy.name, pod=where)
-    return Decision(True, "injected", patch=plan.patch, patched_object=plan.pod, policy=policy.name, pod=where)
+    return Decision(True, "injected", patch=plan.patch, policy=policy.name, pod=where)
 
 
 def respond(request: AdmissionRequest, decision: Decision) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 The patch is built straight from the injection plan (no deep copy, no diff): arrays the Pod
 lacks are added whole, keys are escaped (RFC 6901), ``metadata.managedFields`` is never
-touched. The same plan yields the patched Pod, so ``podgate inject`` and ``/mutate`` cannot
-disagree. A ``podgate.io/status`` annotation records what was injected; a Pod that has it, or
+touched. ``podgate inject`` applies this same patch (``offline.admit``), so it and ``/mutate``
+cannot disagree. A ``podgate.io/status`` annotation records what was injected; a Pod that has it, or
 already carries the proxy, is left alone, which makes injection idempotent under reinvocation.
 """
 
@@ -102,11 +102,10 @@ def _bound(overrides: Mapping[str, Any], key: str, limits: Mapping[str, Any], re
 
 @dataclass(frozen=True)
 class Plan:
-    """What /mutate answers: a patch and the patched Pod, or why nothing is injected."""
+    """What /mutate answers: a patch, or why nothing is injected."""
 
     skip: str | None = None
     patch: list[dict[str, Any]] = field(default_factory=list)
-    pod: Any = None
 
 
 def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
@@ -232,20 +231,16 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
     raw = pod.raw
     spec = raw["spec"]
     ops: list[dict[str, Any]] = []
-    new_spec = dict(spec)
 
     head = [c for c in (redirect, proxy if inj.mode == "native" else None) if c is not None]
     if head:
         existing = spec.get("initContainers")
         if existing:
             ops.extend({"op": "add", "path": f"/spec/initContainers/{i}", "value": c} for i, c in enumerate(head))
-            new_spec["initContainers"] = head + list(existing)
         else:
             ops.append({"op": "add", "path": "/spec/initContainers", "value": head})
-            new_spec["initContainers"] = head
     if inj.mode == "classic":
         ops.append({"op": "add", "path": "/spec/containers/-", "value": proxy})
-        new_spec["containers"] = list(spec["containers"]) + [proxy]
 
     if inj.volumes:
         existing_volumes = spec.get("volumes") or []
@@ -260,20 +255,14 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
             ops.extend({"op": "add", "path": "/spec/volumes/-", "value": v} for v in inj.volumes)
         else:
             ops.append({"op": "add", "path": "/spec/volumes", "value": list(inj.volumes)})
-        new_spec["volumes"] = list(existing_volumes) + list(inj.volumes)
 
     status = _status(inj, [c["name"] for c in head], [proxy["name"]] if inj.mode == "classic" else [],
                      [v["name"] for v in inj.volumes])
     metadata = raw.get("metadata")
-    new_metadata = dict(metadata or {})
     if metadata is None:
         ops.append({"op": "add", "path": "/metadata", "value": {"annotations": {STATUS_ANNOTATION: status}}})
-        new_metadata = {"annotations": {STATUS_ANNOTATION: status}}
     elif metadata.get("annotations") is None:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": {STATUS_ANNOTATION: status}})
-        new_metadata["annotations"] = {STATUS_ANNOTATION: status}
     else:
         ops.append({"op": "add", "path": f"/metadata/annotations/{escape(STATUS_ANNOTATION)}", "value": status})
-        new_metadata["annotations"] = {**metadata["annotations"], STATUS_ANNOTATION: status}
-    patched = {**raw, "metadata": new_metadata, "spec": new_spec}
-    return Plan(patch=ops, pod=patched)
+    return Plan(patch=ops)
