@@ -6,6 +6,7 @@ file is caught half-written by an editor writing in place (a truncated YAML file
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -43,38 +44,77 @@ def test_a_swap_while_reading_is_not_published(tmp_path: Path, monkeypatch: pyte
     assert store.current is not None and store.current.default.actions["port-collision"] == "audit"
 
 
-def test_the_watcher_waits_for_a_file_to_hold_still(tmp_path: Path) -> None:
-    """An in-place write in two steps, the first of which is valid YAML on its own: the half
-    file must never become the live policy (it would drop duplicate-port-name: deny)."""
+def _actions(store: PolicyStore) -> tuple[str, str]:
+    actions = store.current.default.actions  # type: ignore[union-attr]
+    return actions.get("port-collision", "?"), actions.get("duplicate-port-name", "default")
+
+
+FULL = policy_doc("rules:\n  port-collision: deny\n  duplicate-port-name: deny\n")
+HALF = FULL[: FULL.index("  duplicate-port-name")]  # valid YAML on its own: drops a deny
+BEFORE = FULL.replace("port-collision: deny", "port-collision: warn")
+
+
+def _watched(tmp_path: Path) -> PolicyStore:
     shutil.copy(BUNDLED / "mesh-proxy.yaml", tmp_path)
-    full = policy_doc("rules:\n  port-collision: deny\n  duplicate-port-name: deny\n")
-    half = full[: full.index("  duplicate-port-name")]
-    (tmp_path / "p.yaml").write_text(full.replace("deny\n  dup", "warn\n  dup"))
+    (tmp_path / "p.yaml").write_text(BEFORE)
     store = PolicyStore(tmp_path)
-    assert store.load()
-    seen: list[tuple[str, str]] = []
-    store.watch(0.2)  # the half file lives 0.03 s: two ticks can never both see it
-    try:
-        path = tmp_path / "p.yaml"
-        for _ in range(3):
-            with path.open("w") as f:  # truncate, write half, pause less than an interval, finish
-                f.write(half)
-                f.flush()
-                time.sleep(0.03)
-                f.write(full[len(half):])
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline:
-                actions = store.current.default.actions  # type: ignore[union-attr]
-                seen.append((actions.get("port-collision", "?"), actions.get("duplicate-port-name", "default")))
-                if seen[-1] == ("deny", "deny"):
-                    break
-                time.sleep(0.005)
-            path.write_text(full.replace("deny\n  dup", "warn\n  dup"))  # back, for the next round
-            time.sleep(0.5)
-    finally:
-        store.stop()
-    assert ("deny", "default") not in seen  # never the half-written file
-    assert ("deny", "deny") in seen
+    assert store.load() and _actions(store) == ("warn", "deny")
+    store._pending = store._fingerprint  # what watch() does before its first tick
+    return store
+
+
+def test_the_watcher_waits_for_a_file_to_hold_still(tmp_path: Path) -> None:
+    """An editor writing in place is caught between its two writes by one tick: the half file
+    never becomes the live policy; the whole file does, once it held still for a tick."""
+    store = _watched(tmp_path)
+    with (tmp_path / "p.yaml").open("w") as f:
+        f.write(HALF)
+        f.flush()
+        store.tick()  # sees the half file: not yet still
+        assert _actions(store) == ("warn", "deny")
+        f.write(FULL[len(HALF):])
+    store.tick()  # the whole file, seen once
+    assert _actions(store) == ("warn", "deny")
+    store.tick()  # held still: loaded
+    assert _actions(store) == ("deny", "deny")
+
+
+def test_files_that_move_on_after_holding_still_wait_for_the_next_tick(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher saw the files hold still, and an in-place write starts just before the load
+    reads them: what is read is not what held still, so nothing is published until it is."""
+    store = _watched(tmp_path)
+    (tmp_path / "p.yaml").write_text(FULL)
+    store.tick()
+    real = webhook.store.fingerprint
+    looks = []
+
+    def half_written_after_the_watchers_look(directory: Path) -> Any:
+        looks.append(directory)
+        if len(looks) == 2:  # the tick looked; the load is about to
+            (tmp_path / "p.yaml").write_text(HALF)
+        return real(directory)
+
+    monkeypatch.setattr(webhook.store, "fingerprint", half_written_after_the_watchers_look)
+    store.tick()
+    assert _actions(store) == ("warn", "deny")  # neither the half file nor a stale read
+    (tmp_path / "p.yaml").write_text(FULL)
+    store.tick()
+    store.tick()
+    assert _actions(store) == ("deny", "deny")
+
+
+def test_an_edit_of_the_same_size_within_one_timestamp_tick_is_seen(tmp_path: Path) -> None:
+    """warn -> deny keeps the size; filesystems stamp mtimes in coarse ticks."""
+    store = _watched(tmp_path)
+    path = tmp_path / "p.yaml"
+    stamp = path.stat()
+    path.write_text(FULL)
+    assert path.stat().st_size == stamp.st_size
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert store.changed()
+    store.poll()
+    assert _actions(store) == ("deny", "deny")
 
 
 def test_a_worker_booting_during_a_bad_update_keeps_the_inherited_set(tmp_path: Path) -> None:

@@ -1,15 +1,17 @@
 """The live policy set of a running server, reloaded when its files change.
 
-A background thread compares a cheap fingerprint of the policy directory (names, sizes, mtimes,
-and where the ConfigMap ``..data`` symlink points) every few seconds; requests never touch the
-disk. A change is loaded once it has held still for one interval, and published only if the
-files did not change while being read. A new set replaces the old one in a single reference
+A background thread compares a fingerprint of the policy directory (names, where the ConfigMap
+``..data`` symlink points, and a digest of each file's bytes) every few seconds; requests never
+touch the disk. Digests rather than mtimes and sizes: an edit of the same length within one
+filesystem timestamp tick must still count as a change. A change is loaded once it has held
+still for one interval, and published only if what was read is what held still. A new set replaces the old one in a single reference
 swap, so a request sees either the whole old set or the whole new one; an invalid new set is
 logged and the last good one stays.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -21,7 +23,7 @@ from .policy import PolicySet, default_policy_dir, load_policy_set
 
 log = logging.getLogger("podgate.policy")
 
-Fingerprint = tuple[tuple[str, str, int, int], ...]
+Fingerprint = tuple[tuple[str, str, bytes], ...]
 MAX_LOAD_ATTEMPTS = 3
 
 
@@ -37,10 +39,11 @@ def fingerprint(directory: Path) -> Fingerprint:
             continue
         path = directory / name
         try:
-            st = path.stat()  # follows symlinks: a swapped ..data changes the target's inode
-        except OSError:
+            data = path.read_bytes()  # follows symlinks, as the loader does
+        except OSError:  # a directory, or a file removed since listdir
             continue
-        entries.append((name, os.path.realpath(path), st.st_mtime_ns, st.st_size))
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        entries.append((name, os.path.realpath(path), digest))
     return tuple(entries)
 
 
@@ -58,16 +61,20 @@ class PolicyStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def load(self) -> bool:
+    def load(self, expected: Fingerprint | None = None) -> bool:
         """(Re)load the directory; keep the last good set on failure. True if a set was loaded.
 
         A set is published only if the files did not change while they were read (the same
         fingerprint before and after): a ConfigMap swap, or an editor writing in place, between
-        reading one file and the next would otherwise yield a set that was never on disk.
+        reading one file and the next would otherwise yield a set that was never on disk. With
+        ``expected`` (the fingerprint the watcher saw hold still), files that moved on since are
+        left for the next tick: they may be the first half of a write.
         """
         directory = self.directory or default_policy_dir()
         for _attempt in range(MAX_LOAD_ATTEMPTS):
             seen = fingerprint(directory)
+            if expected is not None and seen != expected:
+                return False
             try:
                 policies: PolicySet | None = load_policy_set(directory)
                 error = None
@@ -106,7 +113,7 @@ class PolicyStore:
         (a file being written in place is read whole, not half-written, which can parse)."""
         now = fingerprint(self.directory or default_policy_dir())
         if now != self._fingerprint and now == self._pending:
-            self.load()
+            self.load(expected=now)
         self._pending = now
 
     def watch(self, interval: float) -> None:
