@@ -65,7 +65,7 @@ CASES = [
                  ["z.yaml:9: error: /spec/mesh/profile: no MeshProfile named 'istio' (known: "],
                  id="unknown-profile"),
     pytest.param(policy("a", "  rules: {}\n"),
-                 ["z.yaml:6: error: /spec: only one policy may omit match (the default); policy 'default'"],
+                 ["z.yaml:5: error: /spec: only one policy may omit match (the default); policy 'default'"],
                  id="two-defaults"),
     pytest.param(policy("default", "  match: {namespaces: [a]}\n"),
                  ["z.yaml:4: error: /metadata/name: Policy 'default' is also defined in"], id="duplicate-name"),

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
 import yaml
 
 from .errors import PolicyError
 from .explain import unknown_rule_message
-from .policy import PolicyLoader, iter_policy_files, load_policy_set, reserved_ports, schema_validator
+from .policy import (PolicyLoader, explain_schema_error, iter_policy_files, load_policy_set, mesh_profile_name,
+                     reserved_ports, schema_validator)
 from .rules import RULES
 from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 
@@ -89,12 +89,13 @@ class Report:
 def lint(directory: Path) -> Report:
     problems: list[Problem] = []
     docs: list[Doc] = []
+    refused: set[str] = set()  # MeshProfiles with errors of their own: policies naming them are not wrong too
     files = list(iter_policy_files(directory))
     if not files:
         problems.append(Problem("error", str(directory), None, "", "no policy files (*.yaml) found"))
     for path in files:
-        docs.extend(_read(path, problems))
-    problems += _semantics(docs)
+        docs.extend(_read(path, problems, refused))
+    problems += _semantics(docs, refused)
     if not any(p.severity == "error" for p in problems):
         try:  # whatever the loader refuses that the checks above did not foresee
             load_policy_set(directory)
@@ -104,7 +105,7 @@ def lint(directory: Path) -> Report:
     return Report(problems, sum(d.kind == "Policy" for d in docs), sum(d.kind == "MeshProfile" for d in docs))
 
 
-def _read(path: Path, problems: list[Problem]) -> Iterator[Doc]:
+def _read(path: Path, problems: list[Problem], refused: set[str]) -> Iterator[Doc]:
     label = str(path)
     try:
         parsed = load_documents(path.read_text(encoding="utf-8"), PolicyLoader)
@@ -120,14 +121,16 @@ def _read(path: Path, problems: list[Problem]) -> Iterator[Doc]:
                                     f"key given twice (also on line {first}); only the last one counts"))
         errors = list(schema_validator().iter_errors(ydoc.data))
         for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
-            best = jsonschema.exceptions.best_match([error]) if error.context else error
+            best, message = explain_schema_error(error)
             at = schema_error_path(best)
-            problems.append(Problem("error", label, ydoc.line(at), json_pointer(at), best.message))
+            problems.append(Problem("error", label, ydoc.line(at), json_pointer(at), message))
         if not errors:
             yield Doc(label, ydoc)
+        elif (name := mesh_profile_name(ydoc.data)) is not None:
+            refused.add(name)
 
 
-def _semantics(docs: list[Doc]) -> list[Problem]:
+def _semantics(docs: list[Doc], refused: set[str]) -> list[Problem]:
     out: list[Problem] = []
     profiles: dict[str, Doc] = {}
     for d in docs:
@@ -161,7 +164,7 @@ def _semantics(docs: list[Doc]) -> list[Problem]:
                                      f"first (file order): this policy never governs it"))
             else:
                 matched[ns] = d
-        out += _policy(d, profiles)
+        out += _policy(d, profiles, refused)
     return out
 
 
@@ -193,7 +196,7 @@ def _profile(d: Doc) -> Iterator[Problem]:
                             "proxy's traffic and no rule would say so")
 
 
-def _policy(d: Doc, profiles: Mapping[str, Doc]) -> Iterator[Problem]:
+def _policy(d: Doc, profiles: Mapping[str, Doc], refused: set[str]) -> Iterator[Problem]:
     spec = d.spec
     exempt = (spec.get("exemptions") or {}).get("namespaces") or []
     matched = (spec.get("match") or {}).get("namespaces") or []
@@ -206,6 +209,8 @@ def _policy(d: Doc, profiles: Mapping[str, Doc]) -> Iterator[Problem]:
                         "an empty selector matches every Pod: the whole policy is switched off")
     mesh = spec.get("mesh")
     if mesh is None:
+        return
+    if mesh["profile"] in refused:
         return
     if mesh["profile"] not in profiles:
         yield d.problem("error", ["spec", "mesh", "profile"],

@@ -7,6 +7,7 @@ all; a caller that holds the previous set keeps it when loading the new one fail
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -18,6 +19,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from referencing import Registry, Resource
 
 from .errors import PolicyError
 from .inject import Injector, compile_injector
@@ -45,13 +47,52 @@ def default_policy_dir() -> Path:
     return Path(str(resources.files("webhook.policies")))
 
 
+@lru_cache(maxsize=1)
+def _bundled_schemas() -> Registry:
+    """Every bundled ``*.schema.json`` by its ``$id``, so that one can ``$ref`` another
+    (policy.schema.json's injection templates refer to kubernetes.schema.json)."""
+    schemas = [json.loads(path.read_text()) for path in sorted(default_policy_dir().glob("*.schema.json"))]
+    return Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
+
+
 @lru_cache(maxsize=4)
 def schema_validator(file_name: str = SCHEMA_FILE) -> jsonschema.protocols.Validator:
-    """A bundled JSON Schema (``policies/<file_name>``), checked and compiled once."""
+    """A bundled JSON Schema (``policies/<file_name>``), checked and compiled once per process:
+    loading policies and linting them use it, requests never do."""
     schema = json.loads((default_policy_dir() / file_name).read_text())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema)
+    return cls(schema, registry=_bundled_schemas())
+
+
+def explain_schema_error(error: jsonschema.ValidationError) -> tuple[jsonschema.ValidationError, str]:
+    """The error a person should read, and its message.
+
+    A schema may word its own messages (``errorMessage``: keyword -> text, ``{value}`` for the
+    offending value) where jsonschema's would show a regular expression or an unreadable
+    ``oneOf``; such a message is taken before descending into the branches. Otherwise a failed
+    ``oneOf``/``if`` reports its deepest branch. An unknown key gets a suggestion when it is a
+    near miss of a known one (``livenessprobe``: did you mean ``livenessProbe``?)."""
+    while True:
+        custom = error.schema.get("errorMessage", {}).get(error.validator) if isinstance(error.schema, dict) else None
+        if custom is not None:
+            return error, custom.replace("{value}", repr(error.instance))
+        if not error.context:
+            break
+        error = jsonschema.exceptions.best_match([error])
+        if not error.context:
+            continue  # the chosen branch may have its own errorMessage
+    message = error.message
+    if error.validator == "type" and error.instance is None:
+        message = f"empty (null), expected {error.validator_value!r}: give a value or leave the key out"
+    elif error.validator == "additionalProperties" and isinstance(error.instance, dict) \
+            and isinstance(error.schema, dict):
+        known = list(error.schema.get("properties", {}))
+        unknown = [key for key in error.instance if key not in known]
+        for key in unknown:
+            if close := difflib.get_close_matches(key, known, n=1, cutoff=0.8):
+                message += f"; did you mean {close[0]!r}" + (f" for {key!r}?" if len(unknown) > 1 else "?")
+    return error, message
 
 
 @dataclass(frozen=True)
@@ -152,9 +193,8 @@ def _schema_errors(doc: Any, where: str) -> list[str]:
     errors = sorted(schema_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     out = []
     for error in errors:
-        # a failed if/then reports on the deepest branch; that is the useful message
-        best = jsonschema.exceptions.best_match([error]) if error.context else error
-        out.append(f"{where}: {json_pointer(best.absolute_path)}: {best.message}")
+        best, message = explain_schema_error(error)
+        out.append(f"{where}: {json_pointer(best.absolute_path)}: {message}")
     return out
 
 
@@ -193,6 +233,14 @@ def read_documents(path: Path, label: str) -> list[tuple[str, Any]]:
             for i, doc in enumerate(docs) if doc is not None]
 
 
+def mesh_profile_name(doc: Any) -> str | None:
+    """The name of a MeshProfile document, however broken the rest of it is (None: not one)."""
+    if isinstance(doc, dict) and doc.get("kind") == "MeshProfile" and isinstance(doc.get("metadata"), dict):
+        name = doc["metadata"].get("name")
+        return name if isinstance(name, str) else None
+    return None
+
+
 def reserved_ports(entries: list[Any]) -> list[tuple[int, str]]:
     """``reservedPorts`` entries (a number, or {port, protocol}) as (port, protocol), in order."""
     return [(e, "TCP") if isinstance(e, int) else (e["port"], e.get("protocol", "TCP")) for e in entries]
@@ -213,8 +261,8 @@ def _compile_profile(spec: Mapping[str, Any], name: str, where: str, errors: lis
                        injector, where)
 
 
-def _compile_policy(spec: Mapping[str, Any], name: str, where: str,
-                    profiles: Mapping[str, MeshProfile], errors: list[str]) -> Policy:
+def _compile_policy(spec: Mapping[str, Any], name: str, where: str, profiles: Mapping[str, MeshProfile],
+                    refused: set[str], errors: list[str]) -> Policy:
     actions: dict[str, Action] = {}
     for rule_id, action in (spec.get("rules") or {}).items():
         if rule_id not in RULES:
@@ -225,10 +273,10 @@ def _compile_policy(spec: Mapping[str, Any], name: str, where: str,
     mesh = None
     if (mesh_spec := spec.get("mesh")) is not None:
         profile = profiles.get(mesh_spec["profile"])
-        if profile is None:
+        if profile is None and mesh_spec["profile"] not in refused:
             errors.append(f"{where}: /spec/mesh/profile: no MeshProfile named {mesh_spec['profile']!r} "
                           f"(known: {', '.join(sorted(profiles)) or 'none'})")
-        else:
+        elif profile is not None:
             mesh = MeshSelection(
                 profile=profile,
                 namespaces=frozenset(mesh_spec.get("namespaces") or ()),
@@ -265,11 +313,14 @@ def load_policy_set(directory: str | Path | None = None) -> PolicySet:
         except PolicyError as exc:
             errors.append(str(exc))
     valid = []
+    refused: set[str] = set()  # invalid MeshProfiles: their own errors say why, policies naming them need not
     for where, doc in docs:
         problems = _schema_errors(doc, where)
         errors.extend(problems)
         if not problems:
             valid.append((where, doc))
+        elif (profile_name := mesh_profile_name(doc)) is not None:
+            refused.add(profile_name)
     if not sources:
         errors.append(f"{root}: no policy files (*.yaml) found")
 
@@ -286,7 +337,7 @@ def load_policy_set(directory: str | Path | None = None) -> PolicySet:
             name = doc["metadata"]["name"]
             if any(p.name == name for p in policies):
                 errors.append(f"{where}: /metadata/name: Policy {name!r} is defined twice")
-            policies.append(_compile_policy(doc["spec"], name, where, profiles, errors))
+            policies.append(_compile_policy(doc["spec"], name, where, profiles, refused, errors))
     defaults = [p for p in policies if p.is_default]
     if len(defaults) > 1:
         errors.append(f"{defaults[1].source}: /spec/match: only one policy may omit match (the default); "

@@ -24,7 +24,7 @@ from .errors import PodgateError
 from .manifests import ManifestError, read_documents
 from .namespaces import StaticNamespaceLabels
 from .offline import Admission, Step, admit, pod_review
-from .policy import PolicySet, load_policy_set, schema_validator
+from .policy import PolicySet, explain_schema_error, load_policy_set, schema_validator
 from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 
 SUITE_NAMES = ("podgate-test.yaml", "podgate-test.yml")
@@ -128,8 +128,8 @@ def _schema_message(path: Path, doc: YamlDocument, error: jsonschema.ValidationE
     if error.validator == "oneOf" and len(at) == 2 and at[0] == "cases":
         message = "a case needs exactly one of request, manifest, object"
     else:
-        best = jsonschema.exceptions.best_match([error]) if error.context else error
-        at, message = schema_error_path(best), best.message
+        best, message = explain_schema_error(error)
+        at = schema_error_path(best)
     return f"{_where(path, doc, at)}: {message}"
 
 

@@ -25,8 +25,9 @@ class YamlDocument:
     node: yaml.Node
 
     def line(self, path: Sequence[Any]) -> int:
-        """The 1-based line of the deepest node along ``path`` (the document start if none)."""
-        return node_at(self.node, path).start_mark.line + 1
+        """The 1-based line of the deepest node along ``path`` (the document start if none); for
+        a key, the line of the key, which is where a block mapping or list under it begins."""
+        return node_at(self.node, path, keys=True).start_mark.line + 1
 
     def duplicate_keys(self) -> Iterator[tuple[list[Any], int, int]]:
         """(path of the mapping + key, first line, repeated line) for every key given twice."""
@@ -58,19 +59,23 @@ def error_text(exc: yaml.YAMLError) -> str:
     return str(getattr(exc, "problem", None) or exc)
 
 
-def node_at(node: yaml.Node, path: Sequence[Any]) -> yaml.Node:
+def node_at(node: yaml.Node, path: Sequence[Any], keys: bool = False) -> yaml.Node:
+    """The node at ``path`` (or the deepest one along it); with ``keys``, the key node when the
+    path ends at a mapping key."""
+    key_node = None
     for key in path:
-        child = None
+        child = key_node = None
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 if isinstance(k, yaml.ScalarNode) and k.value == str(key):
-                    child = v
+                    child, key_node = v, k
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
             child = node.value[key]
         if child is None:
+            key_node = None
             break
         node = child
-    return node
+    return key_node if keys and key_node is not None else node
 
 
 def _duplicates(node: yaml.Node, path: list[Any]) -> Iterator[tuple[list[Any], int, int]]:
