@@ -13,7 +13,7 @@ import jsonschema
 import kubernetes_validate
 from kubernetes_validate.utils import Registry, Resource, schema_contents
 
-VERSION = "1.35"
+VERSION = "1.36"  # the version of policies/kubernetes.schema.json (a test holds them equal)
 
 
 @functools.cache
