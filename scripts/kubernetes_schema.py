@@ -47,11 +47,12 @@ INT_FORMATS = {"int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1)}
 NAMED = ("properties", "$defs", "patternProperties", "dependentSchemas")
 
 PORT = {"minimum": 1, "maximum": 65535}
-PORT_OR_NAME = {  # a probe's port: a number, or the name of one of the container's ports (IANA_SVC_NAME)
-    "type": ["integer", "string"], "minimum": 1, "maximum": 65535,
-    "pattern": "^(?=.{1,15}$)(?=[0-9-]*[a-z])[a-z0-9]+(-[a-z0-9]+)*$",
-    "errorMessage": {"pattern": "{value} is neither a port number nor a port name (at most 15 lowercase "
-                                "letters, digits and single '-' between them, with at least one letter)"}}
+PORT_NAME_RULE = "at most 15 lowercase letters, digits and single '-' between them, with at least one letter"
+PORT_NAME = {"pattern": "^(?=.{1,15}$)(?=[0-9-]*[a-z])[a-z0-9]+(-[a-z0-9]+)*$",  # IANA_SVC_NAME
+             "errorMessage": {"pattern": f"{{value}} is not a port name ({PORT_NAME_RULE})"}}
+PORT_OR_NAME = {  # a probe's port: a number, or the name of one of the container's ports
+    "type": ["integer", "string"], "minimum": 1, "maximum": 65535, "pattern": PORT_NAME["pattern"],
+    "errorMessage": {"pattern": f"{{value}} is neither a port number nor a port name ({PORT_NAME_RULE})"}}
 NON_NEGATIVE = {"minimum": 0}
 ID_RANGE = {"minimum": 0, "maximum": 2147483647}  # IsValidUserID / IsValidGroupID
 FILE_MODE = {"minimum": 0, "maximum": 0o777}
@@ -83,6 +84,7 @@ VALIDATION: list[tuple[str, str, dict[str, Any]]] = [
     ("ContainerPort", "containerPort", PORT),
     ("ContainerPort", "hostPort", {"minimum": 0, "maximum": 65535}),  # 0: no host port
     ("ContainerPort", "protocol", enum("TCP", "UDP", "SCTP")),
+    ("ContainerPort", "name", PORT_NAME),
     ("ContainerResizePolicy", "resourceName", enum("cpu", "memory")),
     ("ContainerResizePolicy", "restartPolicy", enum("NotRequired", "RestartContainer")),
     ("ContainerRestartRule", "action", enum("Restart")),

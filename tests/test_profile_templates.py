@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import jsonpatch
+import jsonschema
 import pytest
 import yaml
 
@@ -106,6 +107,31 @@ BROKEN = [
                  id="token-expiry"),
     pytest.param("{audience: mesh, expirationSeconds: 43200, path: mesh-token}", "{audience: mesh}",
                  f"{V}/1/projected/sources/0/serviceAccountToken: 'path' is a required property", id="token-path"),
+    pytest.param("{name: mesh-metrics,", "{name: mesh-proxy-metrics,",
+                 f"{C}/ports/1/name: 'mesh-proxy-metrics' is not a port name (at most 15 lowercase letters, digits "
+                 "and single '-' between them, with at least one letter)", id="port-name-too-long"),
+    # What the API server compares across fields: checked after the schema, with the same paths.
+    pytest.param("{name: mesh-metrics,", "{name: mesh-health,",
+                 f"{C}/ports/1/name: 'mesh-health' is given twice in the proxy container (also ports/0): the API "
+                 "server refuses the Pod", id="duplicate-port-name"),
+    pytest.param("mountPath: /var/run/secrets/mesh/tokens", "mountPath: /var/lib/mesh-proxy",
+                 f"{C}/volumeMounts/1/mountPath: '/var/lib/mesh-proxy' is given twice in the proxy container (also "
+                 "volumeMounts/0): the API server refuses the Pod", id="duplicate-mount-path"),
+    pytest.param("requests: {cpu: 100m, memory: 128Mi}", "requests: {cpu: 100m, memory: 2Gi}",
+                 f"{C}/resources/requests/memory: '2Gi' is more than the memory limit '1Gi': the API server refuses "
+                 "the Pod", id="request-above-limit"),
+    pytest.param("requests: {cpu: 10m, memory: 16Mi}", "requests: {cpu: 1, memory: 16Mi}",
+                 f"{R}/resources/requests/cpu: 1 is more than the cpu limit '100m': the API server refuses the Pod",
+                 id="redirect-request-above-limit"),
+    pytest.param('maxCPU: "2"', 'maxCPU: "4"',
+                 "mesh-proxy.yaml: /spec/injection/overrides/maxCPU: '4' is more than the proxy's cpu limit '2': the "
+                 "API server refuses a Pod that asks for more", id="override-above-limit"),
+    pytest.param("      name: mesh-init", "      name: mesh-proxy",
+                 f"{R}/name: 'mesh-proxy' is also the proxy's name (spec.proxy.name): two containers of a Pod cannot "
+                 "share a name", id="redirect-named-like-the-proxy"),
+    pytest.param("      - name: mesh-proxy-token\n", "      - name: mesh-proxy-data\n",
+                 f"{V}/1/name: 'mesh-proxy-data' is given twice in the profile's volumes (also volumes/0): the API "
+                 "server refuses the Pod", id="duplicate-volume"),
 ]
 
 
@@ -151,6 +177,17 @@ def test_lint_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     out = capsys.readouterr().out
     line = next(i for i, t in enumerate((directory / "mesh-proxy.yaml").read_text().splitlines(), 1) if text in t)
     assert f"{directory}/mesh-proxy.yaml:{line}: error: {path}: " in out
+
+
+def test_lint_warns_about_a_mount_of_a_volume_the_profile_does_not_add(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    directory = broken(tmp_path, "- {name: mesh-proxy-token,", "- {name: mesh-token,")
+    assert main(["policy", "lint", str(directory)]) == 0
+    line = next(i for i, t in enumerate((directory / "mesh-proxy.yaml").read_text().splitlines(), 1) if "mesh-token," in t)
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{directory}/mesh-proxy.yaml:{line}: warning: /spec/injection/container/volumeMounts/1/name: volume "
+        "'mesh-token' is not in spec.injection.volumes: every Pod this profile injects must bring it, or the API "
+        "server refuses the Pod")
 
 
 def test_check_and_inject_refuse_a_broken_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -200,6 +237,7 @@ def test_the_bundled_kubernetes_schema_is_what_the_script_generates() -> None:
 def test_pod_checks_use_the_kubernetes_version_of_the_bundled_schema() -> None:
     bundled = json.loads((BUNDLED / "kubernetes.schema.json").read_text())
     assert bundled["x-kubernetes-version"] == k8s_schema.VERSION
+    jsonschema.Draft202012Validator.check_schema(bundled)  # the loader checks only policy.schema.json
 
 
 def test_schemas_compile_once() -> None:

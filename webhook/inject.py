@@ -100,6 +100,60 @@ def _bound(overrides: Mapping[str, Any], key: str, limits: Mapping[str, Any], re
         raise PolicyError(f"{path}: {value!r} is not a Kubernetes quantity (e.g. 500m, 1Gi)") from None
 
 
+def template_problems(spec: Mapping[str, Any], proxy_name: str) -> list[tuple[list[Any], str]]:
+    """What the API server refuses in every Pod these templates go into that a JSON Schema cannot
+    say (it compares values across fields), as (path inside ``spec.injection``, message).
+
+    Runs on a schema-valid ``spec.injection``."""
+    problems: list[tuple[list[Any], str]] = []
+    proxy, redirect = spec.get("container") or {}, spec.get("redirect") or {}
+    problems += _duplicates(["container", "ports"], proxy.get("ports") or [], "name", "the proxy container")
+    for at, container, what in ((["container"], proxy, "the proxy container"),
+                                (["redirect"], redirect, "the redirect container")):
+        problems += _duplicates(at + ["volumeMounts"], container.get("volumeMounts") or [], "mountPath", what)
+        resources = container.get("resources") or {}
+        limits = resources.get("limits") or {}
+        for name, request in (resources.get("requests") or {}).items():
+            if name in limits and _quantity(request) > _quantity(limits[name]):
+                problems.append((at + ["resources", "requests", name],
+                                 f"{request!r} is more than the {name} limit {limits[name]!r}: the API server "
+                                 "refuses the Pod"))
+    if redirect.get("name") == proxy_name:
+        problems.append((["redirect", "name"], f"{proxy_name!r} is also the proxy's name (spec.proxy.name): "
+                                               "two containers of a Pod cannot share a name"))
+    limits = (proxy.get("resources") or {}).get("limits") or {}
+    for key, name in (("maxCPU", "cpu"), ("maxMemory", "memory")):
+        bound = (spec.get("overrides") or {}).get(key)
+        if bound is not None and name in limits and _quantity(bound) > _quantity(limits[name]):
+            problems.append((["overrides", key], f"{bound!r} is more than the proxy's {name} limit {limits[name]!r}: "
+                                                 "the API server refuses a Pod that asks for more"))
+    problems += _duplicates(["volumes"], spec.get("volumes") or [], "name", "the profile's volumes")
+    return problems
+
+
+def _duplicates(at: list[Any], items: list[Any], key: str, what: str) -> list[tuple[list[Any], str]]:
+    seen: dict[Any, int] = {}
+    out = []
+    for i, item in enumerate(items):
+        value = item.get(key) if isinstance(item, dict) else None
+        if value is None:
+            continue
+        if value in seen:
+            out.append((at + [i, key], f"{value!r} is given twice in {what} (also {at[-1]}/{seen[value]}): "
+                                       "the API server refuses the Pod"))
+        else:
+            seen[value] = i
+    return out
+
+
+def _quantity(value: Any) -> Decimal:
+    """A quantity the schema has checked; a bound compile_injector reports itself counts as 0."""
+    try:
+        return parse_quantity(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return Decimal(0)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What /mutate answers: a patch, or why nothing is injected."""

@@ -19,6 +19,7 @@ import yaml
 
 from .errors import PolicyError
 from .explain import unknown_rule_message
+from .inject import template_problems
 from .policy import (PolicyLoader, explain_schema_error, iter_policy_files, load_policy_set, mesh_profile_name,
                      reserved_ports, schema_validator)
 from .rules import RULES
@@ -187,6 +188,15 @@ def _profile(d: Doc) -> Iterator[Problem]:
             yield d.problem("warning", ["spec", "injection", "container", "ports", i],
                             f"the proxy container declares {key[0]}/{key[1]}, which spec.proxy.reservedPorts does "
                             "not list: proxy-port-conflict guards it only in Pods that already carry the proxy")
+    for path, message in template_problems(injection, proxy["name"]):
+        yield d.problem("error", ["spec", "injection", *path], message)
+    volumes = {v["name"] for v in injection.get("volumes") or ()}
+    for at in ("container", "redirect"):
+        for i, mount in enumerate((injection.get(at) or {}).get("volumeMounts") or ()):
+            if mount["name"] not in volumes:
+                yield d.problem("warning", ["spec", "injection", at, "volumeMounts", i, "name"],
+                                f"volume {mount['name']!r} is not in spec.injection.volumes: every Pod this profile "
+                                "injects must bring it, or the API server refuses the Pod")
     redirect_ports = (injection.get("redirect") or {}).get("ports") or {}
     for role in ("inbound", "outbound"):
         if role in redirect_ports and (redirect_ports[role], "TCP") not in reserved:

@@ -22,7 +22,7 @@ import yaml
 from referencing import Registry, Resource
 
 from .errors import PolicyError
-from .inject import Injector, compile_injector
+from .inject import Injector, compile_injector, template_problems
 from .pods import Pod
 from .rules import RULES, Action, ProxySpec, Subject
 from .selectors import Labels, Selector, compile_selector
@@ -256,6 +256,8 @@ def _compile_profile(spec: Mapping[str, Any], name: str, where: str, errors: lis
     except PolicyError as exc:
         errors.append(f"{where}: {exc}")
         injector = None
+    for path, message in template_problems(injection, proxy["name"]):
+        errors.append(f"{where}: {json_pointer(['spec', 'injection', *path])}: {message}")
     reserved = frozenset(reserved_ports(proxy["reservedPorts"]))
     return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], reserved, helpers),
                        injector, where)
