@@ -1,10 +1,11 @@
-"""The decision log's direct path writes exactly the line the logging path writes."""
+"""The decision log's direct path writes exactly the lines the logging path writes."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -34,7 +35,7 @@ def test_same_line_either_way(podgate_logger: logging.Logger, handler_class: typ
     handler = handler_class(stream)
     handler.setFormatter(logs.JsonFormatter())
     podgate_logger.handlers[:] = [handler]
-    logs.decision(FIELDS)
+    logs.decisions([(time.time(), FIELDS)])
     logging.getLogger("podgate.decision").info("decision", extra={"fields": FIELDS})
     direct, via_logging = lines(stream)
     assert direct.pop("ts")[:-5] == via_logging.pop("ts")[:-5]  # same second, give or take the milliseconds
@@ -49,7 +50,7 @@ def test_a_foreign_handler_or_a_filter_gets_a_real_record(podgate_logger: loggin
             records.append(record)
 
     podgate_logger.handlers[:] = [Collect()]
-    logs.decision(FIELDS)
+    logs.decisions([(time.time(), FIELDS)])
     assert records[0].getMessage() == "decision" and records[0].fields == FIELDS  # type: ignore[attr-defined]
 
 
@@ -60,7 +61,7 @@ def test_level_above_info_silences_decisions(podgate_logger: logging.Logger) -> 
     podgate_logger.handlers[:] = [handler]
     podgate_logger.setLevel("WARNING")
     try:
-        logs.decision(FIELDS)
+        logs.decisions([(time.time(), FIELDS)])
     finally:
         podgate_logger.setLevel("INFO")
     assert stream.getvalue() == ""

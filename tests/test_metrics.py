@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -187,10 +188,16 @@ def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
         with ThreadPoolExecutor(4) as pool:
             statuses = list(pool.map(lambda call: post(*call), plan))
         assert statuses == [200] * len(plan)
-        conn = http.client.HTTPSConnection("127.0.0.1", server_port, context=context, timeout=10)
-        conn.request("GET", "/metrics")
-        parsed = samples(conn.getresponse().read().decode())
-        conn.close()
+        deadline = time.monotonic() + 10  # workers report in batches, a fraction of a second late
+        while True:
+            conn = http.client.HTTPSConnection("127.0.0.1", server_port, context=context, timeout=10)
+            conn.request("GET", "/metrics")
+            parsed = samples(conn.getresponse().read().decode())
+            conn.close()
+            answered = sum(v for (name, _), v in parsed.items() if name == "podgate_admission_requests_total")
+            if answered >= len(plan) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         live = workers(server.process.pid)
         by_worker = per_worker_requests(multiproc)
         live_gauge_pids = {int(p.stem.rsplit("_", 1)[1]) for p in multiproc.glob("gauge_live*.db")}

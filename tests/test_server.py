@@ -6,6 +6,7 @@ import base64
 import json
 import ssl
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,14 @@ def test_malformed_requests_get_4xx(server: LiveServer, data: bytes, content_typ
 
 def test_decisions_are_logged_as_json_lines(server: LiveServer) -> None:
     post(server, "/validate", review_for(pod(ctr("a", port(1)), ctr("b", port(1))), uid="log-me"))
-    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
-    (entry,) = [e for e in lines if e.get("uid") == "log-me"]
+    deadline = time.monotonic() + 10  # workers write their decision lines in batches
+    while True:
+        lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+        logged = [e for e in lines if e.get("uid") == "log-me"]
+        if logged or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (entry,) = logged
     assert entry["msg"] == "decision" and entry["allowed"] is False and entry["rules"] == ["port-collision"]
     assert "object" not in json.dumps(entry)  # no Pod specs in logs
 

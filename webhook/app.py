@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ from .namespaces import StaticNamespaceLabels, load_namespace_labels
 from .nscache import NamespaceCache, api_client
 from .policy import NamespaceLabels
 from .record import RecordOptions, Recorder
+from .report import Reporter
 from .settings import Settings
 from .store import PolicyStore
 
@@ -45,6 +46,7 @@ class State:
     namespace_cache: NamespaceCache | None = None  # labels from the API server (in a cluster)
     # True once the server was told to stop: /readyz fails while requests are still served
     draining: Callable[[], bool] = lambda: False
+    reporter: Reporter = field(default_factory=Reporter)  # log line and metrics of each answer
 
     @property
     def ready(self) -> bool:

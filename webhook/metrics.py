@@ -99,21 +99,32 @@ def result_label(outcome: Outcome) -> str:
     return "allowed" if decision.allowed else "denied"
 
 
-def observe(webhook: str, outcome: Outcome, seconds: float) -> None:
-    """Count one answered request: the one call per decision, next to its log line."""
+Sample = tuple[tuple[Any, ...], Any, float]  # counters to add 1 to, latency histogram, seconds
+
+
+def sample(webhook: str, outcome: Outcome, seconds: float) -> Sample:
+    """What one answered request counts, resolved to metric children: it holds nothing of
+    the request, so it can wait for ``record`` in a batch without keeping the Pod alive."""
     req, decision = outcome.request, outcome.decision
     operation = req.operation if req is not None and req.operation in _OPERATIONS else "unknown"
-    _child(REQUESTS, webhook, operation, result_label(outcome)).inc()
-    _child(LATENCY, webhook).observe(seconds)
-    if decision is None:
-        return
-    for finding in decision.findings:
-        _child(VIOLATIONS, finding.violation.rule, finding.action).inc()
-    if webhook == "mutate" and decision.allowed:
-        if decision.injected:
-            _child(INJECTIONS, "injected", "").inc()
-        else:
-            _child(INJECTIONS, "skipped", skip_label(decision.reason)).inc()
+    counters = [_child(REQUESTS, webhook, operation, result_label(outcome))]
+    if decision is not None:
+        for finding in decision.findings:
+            counters.append(_child(VIOLATIONS, finding.violation.rule, finding.action))
+        if webhook == "mutate" and decision.allowed:
+            if decision.injected:
+                counters.append(_child(INJECTIONS, "injected", ""))
+            else:
+                counters.append(_child(INJECTIONS, "skipped", skip_label(decision.reason)))
+    return tuple(counters), _child(LATENCY, webhook), seconds
+
+
+def record(taken: Sample) -> None:
+    """Count one answered request (``report.Reporter`` calls this once per decision)."""
+    counters, latency, seconds = taken
+    for counter in counters:
+        counter.inc()
+    latency.observe(seconds)
 
 
 _OPERATIONS = frozenset(("CREATE", "UPDATE", "DELETE", "CONNECT"))

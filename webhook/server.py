@@ -145,6 +145,10 @@ class DrainingArbiter(Arbiter):
         super().manage_workers()
 
 
+# Each worker logs and counts its decisions in batches this often (see report.Reporter).
+REPORT_INTERVAL_SECONDS = 0.1
+
+
 class PodgateServer(BaseApplication):
     """A gunicorn application configured in code, loading ``create_app`` in each worker."""
 
@@ -195,10 +199,13 @@ class PodgateServer(BaseApplication):
 
     def load(self) -> Any:
         from .app import create_app
+        from .report import Reporter
 
         app = create_app(self.settings, store=self.store)
+        state = app.extensions["podgate"]
         draining = self.draining
-        app.extensions["podgate"].draining = lambda: bool(draining.value)
+        state.draining = lambda: bool(draining.value)
+        state.reporter = Reporter(REPORT_INTERVAL_SECONDS)
         if self.options.health_bind:
             from . import health
 

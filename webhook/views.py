@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected
 
-from . import logs, metrics
-from .admission import Context, Outcome, Webhook, review
+from . import metrics
+from .admission import Context, Webhook, review
 from .app import State, json_error
 from .errors import ReviewError
 from .review import allowed, dumps, parse_review
@@ -116,28 +116,11 @@ def _admit(webhook: Webhook) -> Response:
     outcome = review(body, webhook, Context(policies, state.namespace_labels))
     if state.recorder is not None and outcome.request is not None:
         state.recorder.record(webhook, body, outcome.request)
-    elapsed = time.perf_counter() - started
-    _log(webhook, outcome, elapsed)
-    metrics.observe(webhook, outcome, elapsed)
+    state.reporter.report(webhook, outcome, time.perf_counter() - started)
     if outcome.response is None:
         assert outcome.error is not None
         return json_error(outcome.error.status, outcome.error.message)
     return Response(dumps(outcome.response), mimetype="application/json")
-
-
-def _log(webhook: Webhook, outcome: Outcome, seconds: float) -> None:
-    req, decision = outcome.request, outcome.decision
-    fields = {"webhook": webhook, "latency_ms": round(seconds * 1000, 3)}
-    if req is not None:
-        fields.update(uid=req.uid, operation=req.operation, namespace=req.namespace, dry_run=req.dry_run)
-    if decision is not None:
-        fields.update(allowed=decision.allowed, reason=decision.reason, pod=decision.pod, policy=decision.policy,
-                      rules=decision.rules_fired(), injected=decision.injected)
-        if decision.findings:
-            fields["violations"] = [f.to_json() for f in decision.findings]
-    elif outcome.error is not None:
-        fields.update(allowed=False, reason="bad request", error=outcome.error.message)
-    logs.decision(fields)
 
 
 @bp.post("/validate")
