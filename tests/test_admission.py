@@ -164,6 +164,18 @@ def test_mutate_in_meshed_namespace_returns_json_patch(ctx: Context) -> None:
                                           "/metadata/annotations"]
 
 
+def test_mutate_reads_only_what_injection_needs(ctx: Context) -> None:
+    """Ports, probes and UIDs are the validating webhook's: it checks the final Pod, after the
+    mutation. A malformed port does not stop the injection; validation then names it."""
+    obj = pod(ctr("app", port(80)))
+    obj["spec"]["containers"][0]["ports"][0]["containerPort"] = "eighty"
+    mutated = answer(review_for(obj, namespace="meshed"), ctx, "mutate")["response"]
+    assert mutated["allowed"] is True and mutated["patchType"] == "JSONPatch"
+    validated = answer(review_for(obj, namespace="meshed"), ctx)["response"]
+    assert validated["status"]["code"] == 400
+    assert "/spec/containers/0/ports/0/containerPort: expected a port number" in validated["status"]["message"]
+
+
 def test_mutate_rejects_an_invalid_override(ctx: Context) -> None:
     obj = pod(ctr("app"), annotations={"podgate.io/proxy-cpu": "lots"})
     response = answer(review_for(obj, namespace="meshed"), ctx, "mutate")["response"]

@@ -88,3 +88,9 @@ def test_the_counter_sees_the_work(ctx: Context) -> None:
     """Guard against a tracer that counts nothing: more ports must mean more lines."""
     small, large = cost(ctx, "validate", wide_pod(10, 10)), cost(ctx, "validate", wide_pod(100, 10))
     assert small > 100 and large > 5 * small
+
+
+def test_mutate_does_not_read_listeners(ctx: Context) -> None:
+    """Injection reads container names only: its cost follows containers, not ports."""
+    few, many = cost(ctx, "mutate", wide_pod(10, 1, meshed=True)), cost(ctx, "mutate", wide_pod(10, 100, meshed=True))
+    assert many == few

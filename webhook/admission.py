@@ -84,7 +84,7 @@ def decide(request: AdmissionRequest, webhook: Webhook, ctx: Context) -> Decisio
     if request.operation == "UPDATE" and webhook == "mutate":
         return Decision(True, "injection happens on CREATE only")
     try:
-        pod = parse_pod(request.object, request.namespace)
+        pod = parse_pod(request.object, request.namespace, detailed=webhook == "validate")
     except PodShapeError as exc:
         return _shape_error(exc)
     where = f"{pod.namespace}/{pod.display_name}"

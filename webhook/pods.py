@@ -109,6 +109,7 @@ class Pod:
     host_network: bool
     restart_policy: str
     automount_token: bool | None
+    detailed: bool = True  # False: containers without listeners, probes and UIDs (see parse_pod)
 
     @property
     def is_mirror(self) -> bool:
@@ -245,12 +246,15 @@ def _run_as_user(raw: Mapping[str, Any], path: str) -> int | None:
     return _expect(uid, int, f"{path}/securityContext/runAsUser", "a user ID")
 
 
-def _container(raw: Any, path: str, role: Role, index: int, pod_uid: int | None) -> Container:
+def _container(raw: Any, path: str, role: Role, index: int, pod_uid: int | None,
+               detailed: bool = True) -> Container:
     if type(raw) is not dict:
         _expect(raw, dict, path, "a container object")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise PodShapeError(f"{path}/name", "a container needs a name")
+    if not detailed:
+        return Container(name, role, index, (), (), None)
     ports = raw.get("ports") or ()
     if type(ports) is not list and ports != ():
         _expect(ports, list, f"{path}/ports", "a list")
@@ -273,7 +277,8 @@ def _container_list(spec: Mapping[str, Any], key: str, path: str) -> list[Any]:
     return _expect(value, list, f"{path}/{key}", "a list")
 
 
-def iter_containers(spec: Mapping[str, Any], path: str, pod_uid: int | None) -> Iterator[Container]:
+def iter_containers(spec: Mapping[str, Any], path: str, pod_uid: int | None,
+                    detailed: bool = True) -> Iterator[Container]:
     """Init containers (classic or native sidecar) in order, then app containers."""
     for i, raw in enumerate(_container_list(spec, "initContainers", path)):
         cpath = f"{path}/initContainers/{i}"
@@ -281,9 +286,9 @@ def iter_containers(spec: Mapping[str, Any], path: str, pod_uid: int | None) -> 
         policy = raw.get("restartPolicy")
         if policy not in (None, "Always"):
             raise PodShapeError(f"{cpath}/restartPolicy", f"only 'Always' is allowed, got {policy!r}")
-        yield _container(raw, cpath, Role.SIDECAR if policy == "Always" else Role.INIT, i, pod_uid)
+        yield _container(raw, cpath, Role.SIDECAR if policy == "Always" else Role.INIT, i, pod_uid, detailed)
     for i, raw in enumerate(_container_list(spec, "containers", path)):
-        yield _container(raw, f"{path}/containers/{i}", Role.APP, i, pod_uid)
+        yield _container(raw, f"{path}/containers/{i}", Role.APP, i, pod_uid, detailed)
 
 
 def pod_name(metadata: Mapping[str, Any]) -> str:
@@ -297,11 +302,13 @@ def pod_name(metadata: Mapping[str, Any]) -> str:
     return "<unnamed>"
 
 
-def parse_pod(raw: Any, namespace: str | None = None) -> Pod:
+def parse_pod(raw: Any, namespace: str | None = None, detailed: bool = True) -> Pod:
     """Build the view of a Pod object; raise PodShapeError naming the first malformed field.
 
     ``namespace`` comes from the AdmissionRequest: Pods made by controllers may not carry
-    ``metadata.namespace`` yet.
+    ``metadata.namespace`` yet. ``detailed=False`` leaves out what only the rules read (each
+    container's listeners, probes and UID, most of the work for a large Pod): injection reads
+    container names and roles only, and the validating webhook checks the rest of the final Pod.
     """
     _expect(raw, dict, "", "a Pod object")
     metadata = _mapping(raw, "metadata", "")
@@ -313,7 +320,7 @@ def parse_pod(raw: Any, namespace: str | None = None) -> Pod:
         _expect(pod_uid, int, "/spec/securityContext/runAsUser", "a user ID")
     # The API server validates the rest (at least one container, unique names) after mutation;
     # podgate checks only the shapes its rules read.
-    containers = tuple(iter_containers(spec, "/spec", pod_uid))
+    containers = tuple(iter_containers(spec, "/spec", pod_uid, detailed))
     host_network = spec.get("hostNetwork", False)
     _expect(host_network, bool, "/spec/hostNetwork", "a boolean")
     automount = spec.get("automountServiceAccountToken")
@@ -333,4 +340,5 @@ def parse_pod(raw: Any, namespace: str | None = None) -> Pod:
         host_network=host_network,
         restart_policy=restart,
         automount_token=automount,
+        detailed=detailed,
     )

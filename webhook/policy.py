@@ -164,6 +164,7 @@ class Policy:
 
     def subject(self, pod: Pod, namespace_labels: Labels | None) -> Subject:
         """The input of the rules: the Pod plus what this policy says about its mesh."""
+        assert pod.detailed, "the rules read listeners, probes and UIDs: parse_pod(detailed=True)"
         if self.mesh is None:
             return Subject(pod)
         return Subject(pod, self.mesh.profile.proxy, self.mesh.requires(pod, namespace_labels))
