@@ -3,7 +3,9 @@
 No kube-apiserver binary installs here, so this serves the part of the API the cache uses:
 list (with a resourceVersion), watch (a stream of JSON event lines, ending at timeoutSeconds or
 with a 410 ERROR event when told to expire watches), and get. The real ``kubernetes`` client
-talks to it unchanged.
+talks to it unchanged. Like kube-apiserver, a watch is sent with chunked transfer coding, one
+chunk per event: a client reads each event as it comes (a body that ends only when the
+connection closes would be read whole, so events would arrive only when the watch ends).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class StandInAPIServer:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"  # the watch body ends when the connection closes
+            protocol_version = "HTTP/1.1"
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -85,6 +87,7 @@ class StandInAPIServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")  # once stopped, no kept-alive connection answers
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -115,10 +118,23 @@ class StandInAPIServer:
                     self._json(200, {"apiVersion": "v1", "kind": "NamespaceList",
                                      "metadata": {"resourceVersion": str(api.version)}, "items": items})
 
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
             def _watch(self, since: int, timeout: float) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
                 self.end_headers()
+                try:
+                    self._events(since, timeout)
+                    self._chunk(b"")  # the last chunk: the watch ended
+                except OSError:
+                    pass  # the client went away
+
+            def _events(self, since: int, timeout: float) -> None:
                 deadline = time.monotonic() + timeout
                 sent = since
                 while time.monotonic() < deadline:
@@ -127,19 +143,15 @@ class StandInAPIServer:
                             line = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
                                                                 "status": "Failure", "reason": "Expired",
                                                                 "message": "too old resource version", "code": 410}}
-                            self.wfile.write((json.dumps(line) + "\n").encode())
+                            self._chunk((json.dumps(line) + "\n").encode())
                             return
                         pending = [e for e in api.events if e[0] > sent]
                         if not pending:
                             api.cond.wait(timeout=0.1)
                             continue
                     for version, kind, name, labels in pending:
-                        line = {"type": kind, "object": api._object(name, labels, version)}
-                        try:
-                            self.wfile.write((json.dumps(line) + "\n").encode())
-                            self.wfile.flush()
-                        except OSError:
-                            return
+                        self._chunk((json.dumps({"type": kind, "object": api._object(name, labels, version)})
+                                     + "\n").encode())
                         sent = version
 
         return Handler
