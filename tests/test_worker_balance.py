@@ -26,6 +26,21 @@ def sockets(pid: int) -> int:
     return count
 
 
+def held_open(port: int) -> int:
+    """TCP connections to ``port`` that the server side still holds open (established, or closed
+    by the client and not yet noticed by the worker)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            count += int(local.rsplit(":", 1)[1], 16) == port and state in ("01", "08")  # ESTABLISHED, CLOSE_WAIT
+    return count
+
+
 def workers(master: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
@@ -60,10 +75,15 @@ def test_connections_opened_together_land_evenly(tmp_path: Path, connections: in
     with live_server(tmp_path, workers=2) as server:
         pids = workers(server.process.pid)
         assert len(pids) == 2
-        time.sleep(0.5)  # the readiness check's connection is closed; let its worker notice
+        port = server.port
+        # the readiness check's connection is closed; its worker must have noticed (until then it
+        # counts as one of that worker's connections, and it may drop out of the count below)
+        deadline = time.monotonic() + 30
+        while held_open(port) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert held_open(port) == 0, "the readiness check's connection is still held"
         before = [sockets(p) for p in pids]
         context = ssl.create_default_context(cafile=str(server.ca))
-        port = int(server.url.rsplit(":", 1)[1])
         opened: list[ssl.SSLSocket] = []
         lock = threading.Lock()
 
