@@ -32,7 +32,9 @@ from .conftest import APISERVER_REVIEWS, CORPUS, review_for
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SLOW_ANSWER = 2.0  # seconds: far below the API server's timeout, far above any honest request (or GC pause)
+# seconds of CPU time (of this thread: what the work costs, however loaded the machine): far
+# below the API server's timeout, far above any honest request (or GC pause)
+SLOW_ANSWER = 2.0
 MAX_BODY = Settings.max_body_bytes  # larger bodies never reach review(): the server answers 413
 
 
@@ -93,10 +95,10 @@ def check_answer(outcome: Outcome, body: Any = None) -> dict[str, Any] | None:
 
 
 def answer(body: Any, webhook: str, ctx: Context) -> dict[str, Any] | None:
-    started = time.perf_counter()
+    started = time.thread_time()
     outcome = review(body, webhook, ctx)  # type: ignore[arg-type]
-    elapsed = time.perf_counter() - started
-    assert elapsed < SLOW_ANSWER, f"{webhook} took {elapsed:.2f}s"
+    elapsed = time.thread_time() - started
+    assert elapsed < SLOW_ANSWER, f"{webhook} took {elapsed:.2f}s of CPU"
     return check_answer(outcome, body)
 
 
@@ -196,11 +198,11 @@ def test_the_seeds_are_there() -> None:
 
 def test_mutation_fuzzer_in_process(ctx: Context) -> None:
     """Thousands of mutated real requests through both webhooks."""
-    started = time.perf_counter()
+    started = time.thread_time()
     for body in mutants(2500, seed=1):
         for webhook in ("validate", "mutate"):
             answer(body, webhook, ctx)
-    assert time.perf_counter() - started < 40
+    assert time.thread_time() - started < 40
 
 
 def test_every_seed_is_answered_as_is(ctx: Context) -> None:
@@ -339,10 +341,10 @@ def test_hostile_pods_are_answered_fast_and_small(ctx: Context, spec: dict[str, 
     """Regression: 3,000 containers on one port took 33 s and built a 685 MB answer."""
     body = orjson.dumps(review_for({"metadata": {"name": "big"}, "spec": spec}))
     for webhook in ("validate", "mutate"):
-        started = time.perf_counter()
+        started = time.thread_time()
         outcome = review(body, webhook, ctx)  # type: ignore[arg-type]
-        # generous for a shared CI machine; the quadratic version took 33 s
-        assert time.perf_counter() - started < 3.0
+        # CPU time, which other work on the machine does not stretch; the quadratic version took 33 s
+        assert time.thread_time() - started < 3.0
         response = check_answer(outcome)
         assert response is not None
         assert len(orjson.dumps(outcome.response)) < 64 * 1024
