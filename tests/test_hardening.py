@@ -110,7 +110,9 @@ def test_huge_content_length_is_refused_before_the_body_is_sent(server: LiveServ
             b"Content-Length: 10000000000\r\n\r\n")
     elapsed, response = raw_request(server, head)  # not one body byte is sent
     assert response.startswith(b"HTTP/1.1 413"), response
-    assert elapsed < 2
+    # a server waiting for the body would answer at the end of its 8 s budget; the margin is
+    # for a loaded machine
+    assert elapsed < 5
 
 
 CHUNKED_HEAD = (b"POST /validate HTTP/1.1\r\nHost: podgate\r\nContent-Type: application/json\r\n"
@@ -138,12 +140,15 @@ def test_chunked_body_under_the_cap_is_served(server: LiveServer) -> None:
 
 
 def test_a_trickling_body_gets_408_within_the_budget(server: LiveServer) -> None:
-    """?timeout=1s (what the API server sends for timeoutSeconds: 1): answered within 0.8 s."""
+    """?timeout=1s (what the API server sends for timeoutSeconds: 1): answered at its 0.8 s budget.
+
+    The server's clock starts after the client's, so the answer cannot come sooner; the upper
+    bound has room for a loaded machine and still tells this budget from the 8 s default."""
     head = (b"POST /validate?timeout=1s HTTP/1.1\r\nHost: podgate\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000\r\n\r\n{")
     elapsed, response = raw_request(server, head)  # and then nothing
     assert response.startswith(b"HTTP/1.1 408"), response[:200]
-    assert elapsed < 1.5
+    assert 0.7 <= elapsed < 4, elapsed
 
 
 def test_health_endpoints(server: LiveServer) -> None:
@@ -249,21 +254,25 @@ def test_client_ca_with_the_right_certificate_is_served(mtls: tuple) -> None:
 def test_sigterm_drains_readiness_first_then_stops(tmp_path: Path) -> None:
     """SIGTERM to the master (what the kubelet sends): /readyz 503 at once, requests still
     answered and /healthz still 200 for --drain-seconds, then a clean exit."""
-    with live_server(tmp_path, "--drain-seconds", "2") as srv:
+    drain = 3.0
+    with live_server(tmp_path, "--drain-seconds", str(drain)) as srv:
         srv.process.send_signal(signal.SIGTERM)
         started = time.monotonic()
-        readiness = []
-        while time.monotonic() - started < 1.5:
+        readiness: list[int] = []
+        # the master handles the signal in its loop, a moment later; from then on: unready. Two
+        # rounds of probes after the first 503, then stop: each round must end inside the drain,
+        # however slowly a loaded machine runs them, so the test sends no more than it needs.
+        while readiness.count(503) < 2:
+            assert time.monotonic() - started < drain - 1, f"/readyz still {readiness} after SIGTERM"
             readiness.append(https_get(srv, "/readyz"))
             status, _ = post(srv, "/validate", BODY)
             assert status == 200  # still answering
             assert https_get(srv, "/healthz") == 200  # alive: the kubelet must not restart it
-            time.sleep(0.1)
-        # the master handles the signal in its loop, a moment later; from then on: unready
+            time.sleep(0.05)
         turned = readiness.index(503)
-        assert set(readiness[turned:]) == {503} and turned <= 3, readiness
+        assert readiness[turned:] == [503, 503], readiness
         assert srv.process.wait(30) == 0
-        assert time.monotonic() - started >= 2  # the drain delay was honoured
+        assert time.monotonic() - started >= drain  # the drain delay was honoured
         with pytest.raises(OSError):
             post(srv, "/validate", BODY)
 
