@@ -48,11 +48,12 @@ class LiveServer:
 
 @contextmanager
 def live_server(tmp: Path, *args: str, env: dict[str, str] | None = None, workers: int = 2,
-                timeout: float = 30.0, client_cert: tuple[str, str] | None = None) -> Iterator[LiveServer]:
+                timeout: float = 90.0, client_cert: tuple[str, str] | None = None) -> Iterator[LiveServer]:
     """Run ``podgate serve`` with a fresh self-signed certificate until the block ends.
 
     The readiness drain is off (``--drain-seconds 0``) unless ``args`` sets it: tests stop servers
-    with SIGTERM and should not wait for it.
+    with SIGTERM and should not wait for it. ``timeout`` is for a loaded machine: a server that
+    imports the Kubernetes client takes seconds to start there.
     """
     port = free_port()
     cert_dir = tmp / "certs"
