@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,10 +18,25 @@ from pathlib import Path
 import requests
 
 
-def free_port() -> int:
+LISTENING = re.compile(r"Listening at: https?://127\.0\.0\.1:(\d+) ")
+
+
+@contextmanager
+def reserved_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that nothing else can take while the block runs, for a listener that
+    binds it with SO_REUSEPORT (the health port). A port found free and released before the
+    server binds it can be taken in between, by any program's outgoing connection."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", 0))  # bound, never listening: it takes no connection
+        yield s.getsockname()[1]
+
+
+def listening_port(log: str) -> int | None:
+    """The port gunicorn bound for ``--bind 127.0.0.1:0``, from its log (None: not yet)."""
+    found = LISTENING.search(log)
+    return int(found[1]) if found else None
 
 
 @dataclass
@@ -51,26 +68,29 @@ def live_server(tmp: Path, *args: str, env: dict[str, str] | None = None, worker
                 timeout: float = 90.0, client_cert: tuple[str, str] | None = None) -> Iterator[LiveServer]:
     """Run ``podgate serve`` with a fresh self-signed certificate until the block ends.
 
-    The readiness drain is off (``--drain-seconds 0``) unless ``args`` sets it: tests stop servers
+    The server binds port 0, so the kernel picks a port no one holds, and tells its port in its
+    log. The readiness drain is off (``--drain-seconds 0``) unless ``args`` sets it: tests stop servers
     with SIGTERM and should not wait for it. ``timeout`` is for a loaded machine: a server that
     imports the Kubernetes client takes seconds to start there.
     """
-    port = free_port()
     cert_dir = tmp / "certs"
-    log = tmp / f"server-{port}.log"
-    cmd: Sequence[str] = [sys.executable, "-m", "webhook.cli", "serve", "--bind", f"127.0.0.1:{port}",
+    fd, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=tmp)
+    log = Path(name)
+    cmd: Sequence[str] = [sys.executable, "-m", "webhook.cli", "serve", "--bind", "127.0.0.1:0",
                           "--cert-dir", str(cert_dir), "--workers", str(workers), "--drain-seconds", "0", *args]
-    with open(log, "wb") as out:
+    with open(fd, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                    start_new_session=True)
-    server = LiveServer(process, f"https://127.0.0.1:{port}", cert_dir / "ca.crt", cert_dir, log, client_cert)
+    server = LiveServer(process, "", cert_dir / "ca.crt", cert_dir, log, client_cert)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"podgate serve exited with {process.returncode}:\n{server.output()}")
+            if not server.url and (port := listening_port(server.output())):
+                server.url = f"https://127.0.0.1:{port}"
             try:
-                if server.session().get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                if server.url and server.session().get(f"{server.url}/readyz", timeout=1).status_code == 200:
                     break
             except (requests.ConnectionError, requests.Timeout, OSError):
                 pass

@@ -280,15 +280,14 @@ def test_sigterm_drains_readiness_first_then_stops(tmp_path: Path) -> None:
 def test_health_port_serves_probes_in_plaintext_and_nothing_else(tmp_path: Path) -> None:
     """With --client-ca the kubelet cannot probe the TLS port; --health-bind gives it a
     plaintext port that answers GET /healthz, /readyz, /metrics and no admission request."""
-    from .live_server import free_port
+    from .live_server import reserved_port
 
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "client-ca.crt"))
     leaf = ca.issue_cert("kube-apiserver")
     leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "c.crt"))
     leaf.private_key_pem.write_to_path(str(tmp_path / "c.key"))
-    health = free_port()
-    with live_server(tmp_path, "--client-ca", str(tmp_path / "client-ca.crt"), "--health-bind",
+    with reserved_port() as health, live_server(tmp_path, "--client-ca", str(tmp_path / "client-ca.crt"), "--health-bind",
                      f"127.0.0.1:{health}", workers=2, client_cert=(str(tmp_path / "c.crt"), str(tmp_path / "c.key"))) as srv:
         def plain(method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
             conn = http.client.HTTPConnection("127.0.0.1", health, timeout=5)
