@@ -32,8 +32,8 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 @pytest.mark.parametrize("handler_class", [logs.JsonLineHandler, logging.StreamHandler], ids=["direct", "logging"])
 def test_same_line_either_way(podgate_logger: logging.Logger, handler_class: type[logging.StreamHandler],
                               monkeypatch: pytest.MonkeyPatch) -> None:
-    # one clock reading for both lines: two readings may straddle a second (or, on a loaded
-    # machine, more), and the lines must then be compared without their timestamps
+    # one clock for both lines, stopped: two readings of a running clock may straddle a second
+    # (on a loaded machine, more than one), and the lines could not be compared whole
     monkeypatch.setattr(time, "time", lambda: 1767225599.25)
     monkeypatch.setattr(time, "time_ns", lambda: 1767225599_250_000_000)
     stream = io.StringIO()

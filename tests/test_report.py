@@ -52,7 +52,7 @@ def test_batched_reports_everything_in_order_off_the_request_thread(written: lis
     answers = [outcome(uid) for uid in uids]
     for answer in answers:
         reporter.report("validate", answer, 0.001)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # for a loaded machine; a passing test waits a batch or two
     while sum(len(batch) for _, batch in written) < len(uids) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert [uid for _, batch in written for uid in batch] == uids
