@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from webhook.admission import Context
+from webhook.errors import PodgateError
+from webhook.manifests import Document, read_documents
 from webhook.namespaces import StaticNamespaceLabels
 from webhook.policy import PolicySet, load_policy_set
 
@@ -39,6 +41,19 @@ def default_policies() -> PolicySet:
 def ctx(default_policies: PolicySet) -> Context:
     """The bundled policies; namespace "meshed" carries the mesh label."""
     return Context(default_policies, StaticNamespaceLabels({"meshed": {"podgate.io/mesh": "enabled"}}))
+
+
+@pytest.fixture(scope="session")
+def corpus_manifests() -> list[tuple[Path, list[Document] | None]]:
+    """Every corpus manifest, parsed once per session (None: unreadable): parsing the YAML is most
+    of what the corpus-wide tests cost."""
+    out: list[tuple[Path, list[Document] | None]] = []
+    for path in sorted(p for p in (CORPUS / "manifests").rglob("*") if p.is_file()):
+        try:
+            out.append((path, read_documents(str(path))))
+        except PodgateError:
+            out.append((path, None))
+    return out
 
 
 def recorded(name: str) -> dict[str, Any]:
