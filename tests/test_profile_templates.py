@@ -8,12 +8,16 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import jsonpatch
 import jsonschema
 import pytest
 import yaml
+
+from referencing import Registry, Resource
 
 from webhook.admission import Context, decide
 from webhook.cli import main
@@ -24,7 +28,7 @@ from webhook.review import parse_review
 from webhook.store import PolicyStore
 
 from . import k8s_schema
-from .conftest import REPO
+from .conftest import CORPUS, REPO
 
 BUNDLED = default_policy_dir()
 MESH = (BUNDLED / "mesh-proxy.yaml").read_text()
@@ -95,10 +99,11 @@ BROKEN = [
                  "starts: it takes no probes, lifecycle hooks or restartPolicy", id="redirect-probe"),
     pytest.param("limits: {cpu: 100m, memory: 64Mi}", "limits: {cpu: 100m, memory: 64Mi}\n      tty: yes",
                  f"{R}/tty: 'yes' is not of type 'boolean'", id="redirect-yaml-1.1-boolean"),
-    pytest.param("      - name: mesh-proxy-data\n        emptyDir: {}", "      - name: mesh-proxy-data",
-                 f"{V}/0: a volume needs a source (emptyDir, configMap, secret, projected, ...)", id="volume-no-source"),
+    pytest.param("        emptyDir: {}", "        emptydir: {}",
+                 f"{V}/0: Additional properties are not allowed ('emptydir' was unexpected); did you mean 'emptyDir'?",
+                 id="volume-source-misspelt"),
     pytest.param("        emptyDir: {}", "        emptyDir: {}\n        configMap: {name: c}",
-                 f"{V}/0: a volume takes exactly one source (emptyDir, configMap, secret, projected, ...)",
+                 f"{V}/0: a volume takes one source (emptyDir, configMap, secret, projected, ...), not several",
                  id="volume-two-sources"),
     pytest.param("        emptyDir: {}", "        emptyDir: {medium: memory}",
                  f"{V}/0/emptyDir/medium: 'memory' is not a medium: \"\", Memory or HugePages", id="volume-medium"),
@@ -167,7 +172,7 @@ def test_every_problem_of_a_profile_is_reported_at_once(tmp_path: Path) -> None:
                  "/spec/injection/container/livenessprobe", "livenessprobe:", id="unknown-field-points-at-the-key"),
     pytest.param("      args: [\"proxy\"", "      imagePullPolicy: Sometimes\n      args: [\"proxy\"",
                  "/spec/injection/container/imagePullPolicy", "imagePullPolicy: Sometimes", id="enum"),
-    pytest.param("      - name: mesh-proxy-data\n        emptyDir: {}", "      - name: mesh-proxy-data",
+    pytest.param("        emptyDir: {}", "        emptyDir: {}\n        secret: {secretName: s}",
                  "/spec/injection/volumes/0", "- name: mesh-proxy-data", id="volume"),
 ])
 def test_lint_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, path: str,
@@ -190,13 +195,31 @@ def test_lint_warns_about_a_mount_of_a_volume_the_profile_does_not_add(tmp_path:
         "server refuses the Pod")
 
 
-def test_check_and_inject_refuse_a_broken_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_volume_without_a_source_is_an_empty_dir_and_lint_says_so(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The API server defaults a volume with only a name to an emptyDir (Istio's templates rely on
+    it), so it is no error; lint points it out, in case a source was forgotten."""
+    directory = broken(tmp_path, "      - name: mesh-proxy-data\n        emptyDir: {}", "      - name: mesh-proxy-data")
+    load_policy_set(directory)
+    assert main(["policy", "lint", str(directory)]) == 0
+    line = next(i for i, t in enumerate((directory / "mesh-proxy.yaml").read_text().splitlines(), 1)
+                if "- name: mesh-proxy-data" in t)
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{directory}/mesh-proxy.yaml:{line}: warning: /spec/injection/volumes/0: volume 'mesh-proxy-data' has no "
+        "source: Kubernetes makes it an emptyDir (write emptyDir: {} to say so, or give the source you meant)")
+
+
+def test_check_inject_and_test_refuse_a_broken_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "p").mkdir()
     directory = broken(tmp_path / "p", "    container:\n", "    container:\n      imagePullPolicy: Sometimes\n")
     manifest = tmp_path / "pod.yaml"
     manifest.write_text(yaml.safe_dump(POD))
-    for command in ("check", "inject"):
-        assert main([command, "--policies", str(directory), str(manifest)]) == 2
+    (tmp_path / "podgate-test.yaml").write_text(
+        "apiVersion: podgate.io/v1alpha1\nkind: TestSuite\nname: t\npolicies: p\n"
+        "cases:\n  - {name: web, manifest: pod.yaml, expect: {allowed: true}}\n")
+    for argv in (["check", "--policies", str(directory), str(manifest)],
+                 ["inject", "--policies", str(directory), str(manifest)], ["test", str(tmp_path)]):
+        assert main(argv) == 2
         err = capsys.readouterr().err
         assert f"{directory}/mesh-proxy.yaml: /spec/injection/container/imagePullPolicy: 'Sometimes' is not one of" in err
 
@@ -225,6 +248,38 @@ def test_every_bundled_profile_injects_a_pod_the_api_server_accepts(tmp_path: Pa
     decision = decide(parse_review(pod_review(POD, "shop")), "mutate", Context(load_policy_set(tmp_path)))
     assert decision.injected, decision.message
     k8s_schema.check(jsonpatch.apply_patch(POD, decision.patch))
+
+
+def without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    return [without_nulls(v) for v in value] if isinstance(value, list) else value
+
+
+@pytest.mark.skipif(not (CORPUS / "manifests").is_dir(), reason="../shared/corpus is not beside the checkout")
+def test_nothing_the_api_server_accepts_is_refused(corpus_manifests: list[tuple[Path, Any]]) -> None:
+    """Every container and volume of the corpus Pods that pass the strict Pod schema passes the
+    bundled schema too (the extra checks are the API server's, not podgate's taste), nulls left
+    out: the API server reads them as absent, a template must leave the field out instead."""
+    schema = json.loads((BUNDLED / "kubernetes.schema.json").read_text())
+    registry = Registry().with_resource(schema["$id"], Resource.from_contents(schema))
+    check = {kind: jsonschema.Draft202012Validator({"$ref": f"{schema['$id']}#/$defs/io.k8s.api.core.v1.{kind}"},
+                                                   registry=registry) for kind in ("Container", "Volume")}
+    seen: Counter[str] = Counter()
+    refused = []
+    for path, docs in corpus_manifests:
+        for doc in docs or ():
+            pod = doc.pod("corpus") if doc.has_pod else None
+            if not isinstance(pod, dict) or not k8s_schema.is_valid({**pod, "apiVersion": "v1", "kind": "Pod"}):
+                continue
+            spec = without_nulls(pod["spec"])
+            parts = [("Container", c) for c in [*spec.get("initContainers", []), *spec.get("containers", [])]]
+            for kind, part in parts + [("Volume", v) for v in spec.get("volumes", [])]:
+                seen[kind] += 1
+                refused += [f"{path.relative_to(CORPUS)}: {kind} {part.get('name')}: {e.message}"
+                            for e in check[kind].iter_errors(part)]
+    assert not refused, "\n".join(refused)
+    assert seen["Container"] > 900 and seen["Volume"] > 1000, seen
 
 
 def test_the_bundled_kubernetes_schema_is_what_the_script_generates() -> None:

@@ -20,8 +20,7 @@ import yaml
 from .errors import PolicyError
 from .explain import unknown_rule_message
 from .inject import template_problems
-from .policy import (PolicyLoader, explain_schema_error, iter_policy_files, load_policy_set, mesh_profile_name,
-                     reserved_ports, schema_validator)
+from .policy import PolicyLoader, iter_policy_files, load_policy_set, mesh_profile_name, reserved_ports, schema_problems
 from .rules import RULES
 from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 
@@ -120,9 +119,8 @@ def _read(path: Path, problems: list[Problem], refused: set[str]) -> Iterator[Do
         for key_path, first, again in ydoc.duplicate_keys():
             problems.append(Problem("error", label, again, json_pointer(key_path),
                                     f"key given twice (also on line {first}); only the last one counts"))
-        errors = list(schema_validator().iter_errors(ydoc.data))
-        for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
-            best, message = explain_schema_error(error)
+        errors = schema_problems(ydoc.data)
+        for best, message in errors:
             at = schema_error_path(best)
             problems.append(Problem("error", label, ydoc.line(at), json_pointer(at), message))
         if not errors:
@@ -191,6 +189,11 @@ def _profile(d: Doc) -> Iterator[Problem]:
     for path, message in template_problems(injection, proxy["name"]):
         yield d.problem("error", ["spec", "injection", *path], message)
     volumes = {v["name"] for v in injection.get("volumes") or ()}
+    for i, volume in enumerate(injection.get("volumes") or ()):
+        if len(volume) == 1:
+            yield d.problem("warning", ["spec", "injection", "volumes", i],
+                            f"volume {volume['name']!r} has no source: Kubernetes makes it an emptyDir (write "
+                            "emptyDir: {} to say so, or give the source you meant)")
     for at in ("container", "redirect"):
         for i, mount in enumerate((injection.get(at) or {}).get("volumeMounts") or ()):
             if mount["name"] not in volumes:

@@ -190,13 +190,17 @@ class PolicySet:
         return self.default
 
 
-def _schema_errors(doc: Any, where: str) -> list[str]:
+def schema_problems(doc: Any) -> list[tuple[jsonschema.ValidationError, str]]:
+    """Every policy-schema error of a document, in document order, as explain_schema_error gives
+    them. A null fails its type; other keywords failing on the same null say nothing more."""
     errors = sorted(schema_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    out = []
-    for error in errors:
-        best, message = explain_schema_error(error)
-        out.append(f"{where}: {json_pointer(best.absolute_path)}: {message}")
-    return out
+    nulls = {tuple(e.absolute_path) for e in errors if e.instance is None and e.validator == "type"}
+    return [explain_schema_error(e) for e in errors
+            if not (e.instance is None and e.validator != "type" and tuple(e.absolute_path) in nulls)]
+
+
+def _schema_errors(doc: Any, where: str) -> list[str]:
+    return [f"{where}: {json_pointer(best.absolute_path)}: {message}" for best, message in schema_problems(doc)]
 
 
 class PolicyLoader(yaml.SafeLoader):
