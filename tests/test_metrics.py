@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -146,19 +147,22 @@ def test_namespace_cache_hook():
 
 # --- across gunicorn workers -------------------------------------------------------------------
 
-def per_worker_requests(directory: Path) -> dict[int, float]:
-    """Requests counted by each worker, read straight from the multiprocess files."""
-    out: dict[int, float] = {}
+def requests_by_file(directory: Path) -> dict[str, float]:
+    """Requests counted in each counter file (a live worker's pid, or "archive"), read straight
+    from the multiprocess files."""
+    out: dict[str, float] = {}
     for path in directory.glob("counter_*.db"):
-        pid = int(path.stem.split("_")[1])
+        owner = path.stem.split("_")[1]
         for key, val, _ts, _pos in MmapedDict.read_all_values_from_file(str(path)):
             if json.loads(key)[1] == "podgate_admission_requests_total":
-                out[pid] = out.get(pid, 0) + val
+                out[owner] = out.get(owner, 0) + val
     return out
 
 
 def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
-    """Two workers recycled every ~25 requests: /metrics still reports every request exactly once."""
+    """Two workers recycled every ~10 requests, scraped all along: /metrics reports every request
+    exactly once, no scrape ever goes down (a dead worker counted twice, then once) or over what
+    was sent, and the directory keeps only the live workers' files and one archive per type."""
     ca = trustme.CA()
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     write_cert(ca, cert, key)
@@ -169,10 +173,17 @@ def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
     denied = review_for(pod(ctr("app", port(8080)), ctr("metrics", port(8080))))
     mutate = recorded("0003_mutate_CREATE")
     context = trust(tmp_path, ca)
+    req = "podgate_admission_requests_total"
+
+    def connect() -> http.client.HTTPSConnection:
+        # a new connection each time, so both workers take some
+        return http.client.HTTPSConnection("127.0.0.1", server_port, context=context, timeout=10)
 
     def post(path: str, body: dict[str, Any]) -> int:
-        conn = http.client.HTTPSConnection("127.0.0.1", server_port, context=context, timeout=10)
-        try:  # a new connection each time, so both workers take some
+        conn = connect()
+        try:
+            with lock:
+                sent[0] += 1
             conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
             response = conn.getresponse()
             response.read()
@@ -180,47 +191,83 @@ def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
         finally:
             conn.close()
 
-    plan = [("/validate", validate)] * 60 + [("/validate", denied)] * 25 + [("/mutate", mutate)] * 35
+    def scrape_total() -> float:
+        conn = connect()
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            assert response.status == 200
+            parsed = samples(response.read().decode())
+        finally:
+            conn.close()
+        return sum(v for (name, _), v in parsed.items() if name == req)
+
+    def scrape_all_along() -> None:
+        while not finished.is_set():
+            total = scrape_total()
+            with lock:
+                scraped.append((total, sent[0]))  # only a request sent by now can have been counted
+            time.sleep(0.02)
+
+    plan = [("/validate", validate)] * 120 + [("/validate", denied)] * 50 + [("/mutate", mutate)] * 70
     random.Random(7).shuffle(plan)
-    with live_server(tmp_path, "--cert", str(cert), "--key", str(key), "--threads", "4", "--max-requests", "25",
+    sent, lock, finished, scraped = [0], threading.Lock(), threading.Event(), []
+    with live_server(tmp_path, "--cert", str(cert), "--key", str(key), "--threads", "4", "--max-requests", "10",
                      "--reload-interval", "0", "--drain-seconds", "0", env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}) as server:
-        server_port = int(server.url.rsplit(":", 1)[1])
-        with ThreadPoolExecutor(4) as pool:
-            statuses = list(pool.map(lambda call: post(*call), plan))
+        server_port = server.port
+        scraper = threading.Thread(target=scrape_all_along)
+        scraper.start()
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                statuses = list(pool.map(lambda call: post(*call), plan))
+        finally:
+            finished.set()
+            scraper.join()
         assert statuses == [200] * len(plan)
         deadline = time.monotonic() + 30  # workers report in batches, a fraction of a second late
         while True:
-            conn = http.client.HTTPSConnection("127.0.0.1", server_port, context=context, timeout=10)
+            conn = connect()
             conn.request("GET", "/metrics")
             parsed = samples(conn.getresponse().read().decode())
             conn.close()
-            answered = sum(v for (name, _), v in parsed.items() if name == "podgate_admission_requests_total")
-            if answered >= len(plan) or time.monotonic() > deadline:
+            if sum(v for (name, _), v in parsed.items() if name == req) >= len(plan) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         # a worker recycled by the last requests exits, and its replacement starts, a moment after
-        # its answer went out: the master marks the dead one's gauges when it reaps it. Look until
-        # the two agree (the gauges first: a worker that dies in between is looked at again).
+        # its answer went out: the master folds the dead one's files when it reaps it. Look until
+        # the files and the workers agree (the files first: a worker that dies in between is
+        # looked at again).
         deadline = time.monotonic() + 30
         while True:
-            live_gauge_pids = {int(p.stem.rsplit("_", 1)[1]) for p in multiproc.glob("gauge_live*.db")}
+            files = sorted(p.name for p in multiproc.glob("*.db"))
+            owners = {name[:-3].rsplit("_", 1)[1] for name in files}
             live = workers(server.process.pid)
-            if (len(live) == 2 and live_gauge_pids <= live) or time.monotonic() > deadline:
+            if (len(live) == 2 and owners <= {"archive"} | {str(pid) for pid in live}) \
+                    or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        by_worker = per_worker_requests(multiproc)
+        by_file = requests_by_file(multiproc)
+        live_gauge_pids = {int(p.stem.rsplit("_", 1)[1]) for p in multiproc.glob("gauge_live*.db")}
+        booted = server.output().count("Booting worker with pid")
 
-    req = "podgate_admission_requests_total"
     denied_count = sum(1 for _, body in plan if body is denied)
-    assert value(parsed, req, webhook="validate", operation="CREATE", result="allowed") == 60
+    assert value(parsed, req, webhook="validate", operation="CREATE", result="allowed") == 120
     assert value(parsed, req, webhook="validate", operation="CREATE", result="denied") == denied_count
-    assert value(parsed, req, webhook="mutate", operation="CREATE", result="allowed") == 35
-    assert value(parsed, "podgate_admission_duration_seconds_count", webhook="mutate") == 35
-    assert value(parsed, "podgate_injections_total", result="skipped", reason="not-selected") == 35
-    assert 1 not in by_worker  # the stale file was removed at start
-    assert sum(by_worker.values()) == len(plan)
-    assert len([pid for pid, n in by_worker.items() if n]) >= 3, by_worker  # 2 workers, recycled at least once
+    assert value(parsed, req, webhook="mutate", operation="CREATE", result="allowed") == 70
+    assert value(parsed, "podgate_admission_duration_seconds_count", webhook="mutate") == 70
+    assert value(parsed, "podgate_injections_total", result="skipped", reason="not-selected") == 70
+    assert "1" not in by_file  # the stale file was removed at start
+    assert sum(by_file.values()) == len(plan)
+    assert booted >= 20, f"only {booted} workers ran"  # recycled many times over
+    # bounded: the live workers' files and one archive per type, however many workers came and went
+    assert owners <= {"archive"} | {str(pid) for pid in live}, files
+    assert len(files) <= len({name[:-3].rsplit("_", 1)[0] for name in files}) * (1 + len(live)), files
+    assert by_file["archive"] >= len(plan) / 2  # most requests were answered by workers now gone
     assert live_gauge_pids <= live, "a dead worker's live gauges were not marked dead"
+    # scraped all along: never more than was sent, never less than an earlier scrape
+    totals = [total for total, _ in scraped]
+    assert len(scraped) >= 10 and all(total <= ceiling for total, ceiling in scraped), scraped
+    assert totals == sorted(totals), totals
 
 
 def test_metrics_dir_must_be_prepared_before_prometheus_client_is_imported():

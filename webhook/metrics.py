@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 
+from . import metrics_files
+from .metrics_files import MULTIPROC_ENV
+
 if TYPE_CHECKING:
     from .admission import Outcome
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter("podgate_admission_requests_total",
                    "Admission requests answered, by webhook, operation and result "
@@ -169,10 +171,11 @@ def namespace_cache_event(event: str) -> None:
 
 def exposition() -> tuple[bytes, str]:
     """The ``/metrics`` body and content type: all workers' values in multiprocess mode."""
-    if os.environ.get(MULTIPROC_ENV):
+    if directory := os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()  # never the default one: it would add this worker's own values
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        with metrics_files.scraping(directory):  # no dead worker's files folded mid-read
+            return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

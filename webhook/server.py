@@ -32,6 +32,7 @@ from gunicorn.arbiter import Arbiter
 from . import worker
 from .errors import PolicyError
 from .logs import configure as configure_logging
+from .metrics_files import MULTIPROC_ENV, Archiver
 from .settings import Settings
 from .store import PolicyStore
 
@@ -61,7 +62,7 @@ def prepare_metrics_dir(environ: Any = os.environ) -> tuple[Path, bool]:
     """
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before its multiprocess directory was set up")
-    if value := environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if value := environ.get(MULTIPROC_ENV):
         directory = Path(value)
         directory.mkdir(parents=True, exist_ok=True)
         for entry in directory.iterdir():
@@ -71,18 +72,19 @@ def prepare_metrics_dir(environ: Any = os.environ) -> tuple[Path, bool]:
                 entry.unlink()
         return directory, False
     directory = Path(tempfile.mkdtemp(prefix="podgate-metrics-"))
-    environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    environ[MULTIPROC_ENV] = str(directory)
     return directory, True
 
 
-def _child_exit(server: Any, dead: Any) -> None:
-    """gunicorn hook: free the dead worker's connection slot and drop its live gauges (its
-    counters keep counting in the sum)."""
-    worker.child_exit(server, dead)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+def _child_exit(archiver: Archiver | None) -> Callable[[Any, Any], None]:
+    def child_exit(server: Any, dead: Any) -> None:
+        """gunicorn hook (master), after the worker was reaped: free its connection slot, drop its
+        live gauges and fold its counters into the metrics archive (see ``metrics_files``)."""
+        worker.child_exit(server, dead)
+        if archiver is not None:
+            archiver.worker_exited(dead.pid, live=set(server.WORKERS))
 
-        multiprocess.mark_process_dead(dead.pid)
+    return child_exit
 
 
 def _load_certificate(factory: Callable[[], ssl.SSLContext], attempts: int = 5,
@@ -171,6 +173,7 @@ class PodgateServer(BaseApplication):
     def load_config(self) -> None:
         o = self.options
         worker.BalancedThreadWorker.table = worker.ConnectionTable(max(64, 4 * o.workers))  # before any fork
+        metrics_dir = os.environ.get(MULTIPROC_ENV)  # set by prepare_metrics_dir when metrics are on
         values = {
             "bind": [o.bind],
             "workers": o.workers,
@@ -192,7 +195,7 @@ class PodgateServer(BaseApplication):
             # shared by every server of the user; podgate has no use for it
             "control_socket_disable": True,
             "pre_fork": worker.pre_fork,
-            "child_exit": _child_exit,
+            "child_exit": _child_exit(Archiver(metrics_dir) if metrics_dir else None),
         }
         for key, value in values.items():
             self.cfg.set(key, value)
