@@ -54,6 +54,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                                                  "    namespaces: [team-a]\n"}}},
     "client-certificates": {"server": {"clientCA": {"secretName": "apiserver-client-ca"}},
                             "serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}},
+    "server-options": {"server": {"maxRequests": 5000, "drainSeconds": 12.5, "gracefulTimeoutSeconds": 40}},
     "minimal": {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}, "namespaceLabels": {"fromAPI": False},
                 "serviceAccount": {"create": False}, "server": {"metrics": False},
                 "webhook": {"matchConditions": False, "mutating": {"enabled": False}}},
@@ -167,6 +168,10 @@ def test_helm_lint_is_clean():
     pytest.param({"autoscaling": {"enabled": True, "minReplicas": 1}}, "/autoscaling/minReplicas",
                  id="hpa-below-two"),
     pytest.param({"policies": {"files": {"../x.yaml": "a"}}}, "'../x.yaml' does not match", id="policy-file-name"),
+    pytest.param({"server": {"maxRequests": -1}}, "/server/maxRequests", id="negative-max-requests"),
+    pytest.param({"server": {"drainSeconds": "5s"}}, "/server/drainSeconds", id="drain-as-duration"),
+    pytest.param({"server": {"gracefulTimeoutSeconds": 2.5}}, "/server/gracefulTimeoutSeconds",
+                 id="fractional-graceful-timeout"),
 ])
 def test_schema_rejects_bad_values(chart, values, where):
     with pytest.raises(hp.HelmValuesError, match=re.escape(where)):
@@ -361,6 +366,37 @@ def test_container_command_is_one_podgate_serve_accepts(rendered):
     else:
         assert args.client_ca is None and args.health_bind is None
         assert [p["containerPort"] for p in c["ports"]] == [8443]
+
+
+def test_the_kubelet_waits_for_the_whole_shutdown(rendered):
+    """SIGTERM starts the readiness drain, then gunicorn's graceful stop: the kubelet's SIGKILL
+    (after terminationGracePeriodSeconds) must come after both, with time for the last reports."""
+    from webhook.server import ServerOptions
+
+    pod = one(rendered[1], "Deployment")["spec"]["template"]["spec"]
+    args = build_parser().parse_args(container(rendered[1])["command"][1:])
+    drain = ServerOptions.drain_seconds if args.drain_seconds is None else args.drain_seconds
+    graceful = ServerOptions.graceful_timeout if args.graceful_timeout is None else args.graceful_timeout
+    assert pod["terminationGracePeriodSeconds"] >= drain + graceful + 5
+    assert pod["terminationGracePeriodSeconds"] <= drain + graceful + 6  # and not much longer
+
+
+def test_server_options_reach_the_command(chart, ca_pem):
+    objs = objects(chart, ca_pem, "server-options")
+    args = build_parser().parse_args(container(objs)["command"][1:])
+    assert (args.max_requests, args.drain_seconds, args.graceful_timeout) == (5000, 12.5, 40)
+    assert one(objs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 13 + 40 + 5
+
+
+def test_unset_server_options_leave_the_server_defaults(chart, ca_pem):
+    """Nothing set: no flag, so the server's own defaults apply, and the Pod is as it always was."""
+    objs = objects(chart, ca_pem, "defaults")
+    command = container(objs)["command"]
+    added = ("--max-requests", "--drain-seconds", "--graceful-timeout", "--record")
+    assert [a for a in command if a.startswith(added)] == []
+    assert one(objs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    explicit = {"server": {"maxRequests": 0, "drainSeconds": None, "gracefulTimeoutSeconds": None}}
+    assert one(render(chart, explicit), "Deployment") == one(objs, "Deployment")
 
 
 def test_probes_use_the_health_endpoints(rendered):

@@ -56,3 +56,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "podgate.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* Seconds from SIGTERM to a stopped server: the readiness drain, then gunicorn's graceful stop,
+     each the value set or podgate serve's default (5, 20); plus 5 for the workers' last reports
+     and the master's exit. The kubelet kills the container after terminationGracePeriodSeconds,
+     so the Pod gets this. */}}
+{{- define "podgate.terminationGracePeriodSeconds" -}}
+{{- $drain := 5 }}
+{{- if not (kindIs "invalid" .Values.server.drainSeconds) }}{{ $drain = .Values.server.drainSeconds }}{{ end }}
+{{- $graceful := 20 }}
+{{- if not (kindIs "invalid" .Values.server.gracefulTimeoutSeconds) }}{{ $graceful = .Values.server.gracefulTimeoutSeconds }}{{ end }}
+{{- add (ceil $drain | int) (int $graceful) 5 }}
+{{- end }}
