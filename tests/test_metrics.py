@@ -278,14 +278,30 @@ def test_metrics_dir_must_be_prepared_before_prometheus_client_is_imported():
 
 
 def test_serve_makes_and_removes_its_own_metrics_dir(tmp_path):
-    """Without PROMETHEUS_MULTIPROC_DIR, ``podgate serve`` makes a temp dir and removes it on exit."""
+    """Without PROMETHEUS_MULTIPROC_DIR (as in the chart), ``podgate serve`` makes a temp dir and
+    removes it when the server exits, not when a worker does (a worker is a fork of the process
+    that made it: recycled every 3 requests here, it must leave the directory alone)."""
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {"TMPDIR": str(scratch)}
-    with live_server(tmp_path, "--workers", "1", "--reload-interval", "0", "--drain-seconds", "0",
-                     env=env) as server:
+    with live_server(tmp_path, "--workers", "1", "--max-requests", "3", "--reload-interval", "0",
+                     "--drain-seconds", "0", env=env) as server:
         made = list(scratch.glob("podgate-metrics-*"))
         assert len(made) == 1 and list(made[0].glob("counter_*.db"))
-        assert server.session().get(f"{server.url}/metrics").status_code == 200
+        session = server.session()
+        body = recorded("0004_validate_CREATE")
+        for _ in range(10):  # the worker is replaced three times over (a new connection each time)
+            assert session.post(f"{server.url}/validate", json=body, headers={"Connection": "close"}).status_code == 200
+        deadline = time.monotonic() + 30  # counted in batches, a fraction of a second late
+        while True:
+            response = session.get(f"{server.url}/metrics", headers={"Connection": "close"})
+            assert response.status_code == 200
+            counted = value(samples(response.text), "podgate_admission_requests_total", webhook="validate",
+                            operation="CREATE", result="allowed")
+            if counted >= 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert counted == 10
+        assert made[0].is_dir()
     assert not made[0].exists()

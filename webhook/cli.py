@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -97,10 +98,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print("try it:\n  curl -s " + cacert + " -H 'Content-Type: application/json' "
           f"https://{shown}:{port}/validate -d '{_DEMO_REVIEW}'", flush=True)
     metrics_dir, made_here = prepare_metrics_dir() if settings.metrics else (None, False)
+    master = os.getpid()
     try:
         PodgateServer(settings, options).run()
     finally:
-        if made_here and metrics_dir is not None:
+        # A worker is a fork of this process and leaves through here too (recycled, or stopped):
+        # only the master may remove the directory that every worker writes to.
+        if made_here and metrics_dir is not None and os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return EXIT_OK
 
