@@ -55,6 +55,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "client-certificates": {"server": {"clientCA": {"secretName": "apiserver-client-ca"}},
                             "serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}},
     "server-options": {"server": {"maxRequests": 5000, "drainSeconds": 12.5, "gracefulTimeoutSeconds": 40}},
+    "recording": {"server": {"record": {"enabled": True, "maxBytes": 1048576, "userInfo": True}}},
+    "recording-to-a-claim": {"server": {"record": {"enabled": True,
+                                                   "volume": {"persistentVolumeClaim": {"claimName": "recorded"}}}}},
     "minimal": {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}, "namespaceLabels": {"fromAPI": False},
                 "serviceAccount": {"create": False}, "server": {"metrics": False},
                 "webhook": {"matchConditions": False, "mutating": {"enabled": False}}},
@@ -169,6 +172,10 @@ def test_helm_lint_is_clean():
                  id="hpa-below-two"),
     pytest.param({"policies": {"files": {"../x.yaml": "a"}}}, "'../x.yaml' does not match", id="policy-file-name"),
     pytest.param({"server": {"maxRequests": -1}}, "/server/maxRequests", id="negative-max-requests"),
+    pytest.param({"server": {"record": {"enable": True}}}, "additional properties 'enable'", id="misspelt-record"),
+    pytest.param({"server": {"record": {"sizeLimit": "lots"}}}, "/server/record/sizeLimit", id="record-size"),
+    pytest.param({"server": {"record": {"volume": {"emptyDir": {}, "hostPath": {"path": "/"}}}}},
+                 "/server/record/volume", id="record-two-volume-sources"),
     pytest.param({"server": {"drainSeconds": "5s"}}, "/server/drainSeconds", id="drain-as-duration"),
     pytest.param({"server": {"gracefulTimeoutSeconds": 2.5}}, "/server/gracefulTimeoutSeconds",
                  id="fractional-graceful-timeout"),
@@ -346,6 +353,10 @@ def test_pod_meets_the_restricted_pod_security_standard(rendered):
     volumes = {"tls": {"secret"}, "policies": {"configMap"}, "tmp": {"emptyDir"}}  # no hostPath
     if rendered[0] == "client-certificates":
         volumes["client-ca"] = {"secret"}
+    if rendered[0] == "recording":
+        volumes["recorded"] = {"emptyDir"}
+    if rendered[0] == "recording-to-a-claim":
+        volumes["recorded"] = {"persistentVolumeClaim"}
     assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == volumes
 
 
@@ -359,7 +370,7 @@ def test_container_command_is_one_podgate_serve_accepts(rendered):
     assert args.policies == "/etc/podgate/policies" == mounts["policies"]
     assert Path(args.cert).parent == Path(args.key).parent == Path(mounts["tls"])
     assert (Path(args.cert).name, Path(args.key).name) == ("tls.crt", "tls.key")
-    assert all(m["readOnly"] for m in c["volumeMounts"] if m["name"] != "tmp")
+    assert all(m["readOnly"] for m in c["volumeMounts"] if m["name"] not in ("tmp", "recorded"))
     if rendered[0] == "client-certificates":
         assert args.client_ca == f"{mounts['client-ca']}/ca.crt" and args.health_bind == "0.0.0.0:8081"
         assert [p["containerPort"] for p in c["ports"]] == [8443, 8081]
@@ -397,6 +408,22 @@ def test_unset_server_options_leave_the_server_defaults(chart, ca_pem):
     assert one(objs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
     explicit = {"server": {"maxRequests": 0, "drainSeconds": None, "gracefulTimeoutSeconds": None}}
     assert one(render(chart, explicit), "Deployment") == one(objs, "Deployment")
+
+
+def test_recording_writes_to_a_volume_of_its_own(chart, ca_pem):
+    for name in ("recording", "recording-to-a-claim"):
+        objs = objects(chart, ca_pem, name)
+        c = container(objs)
+        args = build_parser().parse_args(c["command"][1:])
+        [mount] = [m for m in c["volumeMounts"] if m["name"] == "recorded"]
+        assert args.record == mount["mountPath"] and not mount.get("readOnly")  # the root filesystem is read-only
+        [volume] = [v for v in one(objs, "Deployment")["spec"]["template"]["spec"]["volumes"] if v["name"] == "recorded"]
+        if name == "recording":
+            assert (args.record_max, args.record_max_bytes, args.record_user_info) == (1000, 1048576, True)
+            assert volume["emptyDir"] == {"sizeLimit": "1Gi"}  # on disk: a Memory one counts against the limit
+        else:
+            assert (args.record_max, args.record_max_bytes, args.record_user_info) == (1000, 262144, False)
+            assert volume["persistentVolumeClaim"] == {"claimName": "recorded"}
 
 
 def test_probes_use_the_health_endpoints(rendered):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as hp
+import pytest
 
 from .conftest import recorded
 from .live_server import listening_port, stop
@@ -35,9 +36,13 @@ def kubelet_volume(root: Path, files: dict[str, bytes]) -> None:
         (root / name).symlink_to(f"..data/{name}")
 
 
-def test_rendered_chart_serves_the_api_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", [
+    pytest.param({}, id="defaults"),
+    pytest.param({"maxRequests": 2, "record": {"enabled": True}}, id="recording-and-recycling"),
+])
+def test_rendered_chart_serves_the_api_server(tmp_path: Path, server: dict[str, Any]) -> None:
     # no namespace cache: there is no API server here to watch
-    objs = render(hp.Chart.load(str(CHART)), {"namespaceLabels": {"fromAPI": False}})
+    objs = render(hp.Chart.load(str(CHART)), {"namespaceLabels": {"fromAPI": False}, "server": server})
     secret = one(objs, "Secret")
     tls_files = {k: base64.b64decode(v) for k, v in secret["data"].items()}
     policies = {k: v.encode() for k, v in one(objs, "ConfigMap")["data"].items()}
@@ -92,5 +97,8 @@ def test_rendered_chart_serves_the_api_server(tmp_path: Path) -> None:
             assert status == 200 and json.loads(body)["response"]["allowed"] is True, body
         status, body = call("GET", "/metrics")
         assert status == 200 and b"podgate_admission_requests_total" in body
+        if "recorded" in mounts:  # the requests were written to the volume the chart mounts
+            saved = sorted(p.name.split("_")[1] for p in (root / mounts["recorded"].lstrip("/")).glob("*.json"))
+            assert saved == sorted("mutate" if k.startswith("Mutating") else "validate" for k, _ in webhooks(objs))
     finally:
         stop(process)
