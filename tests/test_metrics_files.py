@@ -126,6 +126,18 @@ def test_a_fold_waits_for_scrapes_and_what_it_could_not_fold_waits_for_the_next(
     assert value == 5
 
 
+def test_a_file_not_sized_yet_is_skipped_and_folded_as_empty(tmp_path, monkeypatch):
+    """A starting process creates its file, then sizes it: a scrape in between, or a fold of a
+    process killed in between, sees 0 bytes. Neither fails; the file holds nothing to count."""
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    write_counter(tmp_path, 1, 3)
+    (tmp_path / "counter_2.db").touch()
+    assert samples(metrics.exposition()[0].decode())[("c_total", ())] == 3
+    Archiver(tmp_path).worker_exited(2)
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["counter_1.db", "counter_archive.db"]
+    assert samples(metrics.exposition()[0].decode())[("c_total", ())] == 3
+
+
 @pytest.mark.parametrize("name, parsed", [
     ("counter_12.db", ("counter", "12")),
     ("gauge_livesum_12.db", ("gauge_livesum", "12")),

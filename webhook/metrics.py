@@ -172,10 +172,7 @@ def namespace_cache_event(event: str) -> None:
 def exposition() -> tuple[bytes, str]:
     """The ``/metrics`` body and content type: all workers' values in multiprocess mode."""
     if directory := os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
         registry = CollectorRegistry()  # never the default one: it would add this worker's own values
-        multiprocess.MultiProcessCollector(registry, path=directory)
-        with metrics_files.scraping(directory):  # no dead worker's files folded mid-read
-            return generate_latest(registry), CONTENT_TYPE_LATEST
+        registry.register(metrics_files.DirectoryCollector(directory))
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -13,6 +13,7 @@ live workers' files and at most one archive per type.
 A scrape and a fold exclude each other with ``flock`` on ``.lock`` in the directory (shared for
 scrapes, which may run side by side; exclusive for a fold), so a scrape sees a dead worker's
 values exactly once: still in its own files, or already in the archive, never both, never neither.
+Scrapes read through ``DirectoryCollector``, which takes that lock.
 
 What is folded, by the collector's own rules: counters, summaries and histograms (every sample
 adds), gauges of mode ``sum`` (add), ``min``/``max`` (keep the extreme) and ``mostrecent`` (keep
@@ -35,6 +36,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("podgate")
 
@@ -80,6 +82,34 @@ def scraping(directory: str | Path) -> Iterator[None]:
         yield
 
 
+def _sized(path: Path) -> bool:
+    """False for a file that a starting process has created but not sized yet.
+
+    prometheus-client creates a value file, then sizes it: for a moment it exists at 0 bytes (for
+    good, if the process is killed in that moment), holding no value, and the library's reader
+    fails on it, failing the whole scrape.
+    """
+    try:
+        return path.stat().st_size >= 8  # the header: bytes used, padding
+    except FileNotFoundError:
+        return False
+
+
+class DirectoryCollector:
+    """All processes' values for ``/metrics``: prometheus-client's multiprocess merge, of the
+    files read under the scrape lock, skipping files not sized yet."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        with scraping(self.directory):  # merge reads every file before it returns
+            files = [str(p) for p in self.directory.glob("*.db") if _sized(p)]
+            return MultiProcessCollector.merge(files, accumulate=True)
+
+
 def _kind_and_pid(name: str) -> tuple[str, str] | None:
     """``counter_12.db`` -> ("counter", "12"); ``gauge_livesum_12.db`` -> ("gauge_livesum", "12")."""
     if not name.endswith(".db"):
@@ -107,6 +137,8 @@ def _combine(how: str, old: tuple[float, float], new: tuple[float, float]) -> tu
 def _read(path: Path) -> dict[str, tuple[float, float]]:
     from prometheus_client.mmap_dict import MmapedDict
 
+    if not _sized(path):
+        return {}
     return {key: (value, stamp) for key, value, stamp, _ in MmapedDict.read_all_values_from_file(str(path))}
 
 
