@@ -114,10 +114,12 @@ def test_a_fold_waits_for_scrapes_and_what_it_could_not_fold_waits_for_the_next(
     write_counter(tmp_path, 7, 2)
     write_counter(tmp_path, 8, 3)
     write_counter(tmp_path, 9, 5)  # pid 9 is a new worker that got a recycled pid: never folded
+    (tmp_path / "gauge_livemin_7.db").touch()
     archiver = Archiver(tmp_path, timeout=0.05)
     with metrics_files.scraping(tmp_path):
         archiver.worker_exited(7)
     assert archiver.pending == {7} and (tmp_path / "counter_7.db").exists()
+    assert not (tmp_path / "gauge_livemin_7.db").exists()  # a dead worker's live gauges go at once
     archiver.pending.add(9)
     archiver.worker_exited(8, live={9})
     assert archiver.pending == set()

@@ -206,6 +206,12 @@ class Archiver:
                 if not held:
                     log.warning("metrics of exited workers %s not archived yet: a scrape held the lock over %.1fs",
                                 sorted(self.pending), self.timeout)
+                    # their live gauges go now all the same: the collector passes over a live
+                    # gauge's file that vanished between its listing and its reading
+                    from prometheus_client import multiprocess
+
+                    for dead in self.pending:
+                        multiprocess.mark_process_dead(dead, str(self.directory))
                     return
                 while self.pending:
                     dead = self.pending.pop()
