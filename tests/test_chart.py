@@ -397,6 +397,9 @@ def test_server_options_reach_the_command(chart, ca_pem):
     args = build_parser().parse_args(container(objs)["command"][1:])
     assert (args.max_requests, args.drain_seconds, args.graceful_timeout) == (5000, 12.5, 40)
     assert one(objs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 13 + 40 + 5
+    # helm --set server.drainSeconds=12.5 passes a string: taken as the number it spells
+    as_set = render(chart, {"server": {**VALUE_SETS["server-options"]["server"], "drainSeconds": "12.5"}})
+    assert one(as_set, "Deployment") == one(objs, "Deployment")
 
 
 def test_unset_server_options_leave_the_server_defaults(chart, ca_pem):
