@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from webhook.admission import Context
 from webhook.errors import PodgateError
@@ -21,6 +22,12 @@ DATA = TESTS / "data"
 REPO = TESTS.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 APISERVER_REVIEWS = DATA / "reviews" / "apiserver"
+
+# Property tests judge answers, not speed: no per-example deadline (200 ms by default) and no
+# health check on how fast examples are made, both of which a loaded machine can fail. A test's
+# own @settings still applies on top of this.
+settings.register_profile("podgate", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("podgate")
 
 
 @pytest.fixture(autouse=True)
