@@ -38,7 +38,9 @@ def eventually(check: Callable[[], bool], timeout: float = 30.0) -> bool:
 
 def make_cache(api: StandInAPIServer, **kwargs: object) -> NamespaceCache:
     events: list[str] = []
-    cache = NamespaceCache(api_client(api.url), resync=2, backoff=0.1, fetch_timeout=1,
+    # a stopped stand-in refuses connections at once, so no test waits for the fetch timeout;
+    # a short one would only fail a direct fetch that a loaded machine answers slowly
+    cache = NamespaceCache(api_client(api.url), resync=2, backoff=0.1, fetch_timeout=10,
                            count=events.append, **kwargs)  # type: ignore[arg-type]
     cache.events = events  # type: ignore[attr-defined]
     return cache
