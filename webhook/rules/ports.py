@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import ipaddress
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from itertools import combinations
 
 from ..pods import WILDCARD_HOST_IPS, Container, Role, overlapping_pairs
@@ -46,6 +48,19 @@ def port_collision(s: Subject) -> Iterator[Violation]:
                 (a.name, b.name), port=port, protocol=protocol)
 
 
+@lru_cache(maxsize=1024)
+def _host_ip_key(host_ip: str) -> str:
+    """The address a hostIP binds, in one spelling: "" for any wildcard ("0.0.0.0", "::",
+    "0:0:0:0:0:0:0:0"), the canonical form otherwise ("fd00:0::1" is "fd00::1")."""
+    if host_ip in WILDCARD_HOST_IPS:
+        return ""
+    try:
+        address = ipaddress.ip_address(host_ip)
+    except ValueError:
+        return host_ip  # the API server refuses such a Pod; compare it as written
+    return "" if address.is_unspecified else str(address)
+
+
 def _host_pairs(members: list[tuple[Container, str]]) -> Iterator[tuple[tuple[Container, str], tuple[Container, str]]]:
     """Pairs of (container, host IP) in Pod order whose containers run together and whose host IPs
     overlap, without visiting the pairs that do not (thousands of hostPorts on distinct host IPs
@@ -53,11 +68,11 @@ def _host_pairs(members: list[tuple[Container, str]]) -> Iterator[tuple[tuple[Co
     later_by_ip: dict[str, list[int]] = {}
     wildcards: list[int] = []
     for j, (_, ip) in enumerate(members):
-        (wildcards if ip in WILDCARD_HOST_IPS else later_by_ip.setdefault(ip, [])).append(j)
+        (wildcards if not ip else later_by_ip.setdefault(ip, [])).append(j)
     for i, (a, ip_a) in enumerate(members):
         if not a.has_successors():
             continue
-        if ip_a in WILDCARD_HOST_IPS:
+        if not ip_a:
             candidates: Iterable[int] = range(i + 1, len(members))
         else:
             same = later_by_ip[ip_a]
@@ -81,9 +96,14 @@ def host_port_collision(s: Subject) -> Iterator[Violation]:
         seen: set[tuple[int, str, str]] = set()  # one entry per container, host port and host IP
         for lst in c.listeners:
             host_port = lst.host_port or (lst.port if host_network else None)
-            if host_port is not None and (host_port, lst.protocol, lst.host_ip) not in seen:
-                seen.add((host_port, lst.protocol, lst.host_ip))
-                groups.setdefault((host_port, lst.protocol), []).append((c, lst.host_ip))
+            if host_port is None:
+                continue
+            # With hostNetwork the processes bind in the node's namespace themselves: a hostIP
+            # there keeps nothing apart, so every such port counts as bound on every address.
+            ip = "" if host_network else _host_ip_key(lst.host_ip)
+            if (host_port, lst.protocol, ip) not in seen:
+                seen.add((host_port, lst.protocol, ip))
+                groups.setdefault((host_port, lst.protocol), []).append((c, ip))
     for (port, protocol), members in groups.items():
         if len(members) < 2:
             continue
@@ -92,7 +112,7 @@ def host_port_collision(s: Subject) -> Iterator[Violation]:
             if a is b or (a.name, b.name) in reported:
                 continue
             reported.add((a.name, b.name))
-            host_ip = ip_a if ip_a not in WILDCARD_HOST_IPS else (ip_b or "0.0.0.0")
+            host_ip = ip_a or ip_b or "0.0.0.0"
             where = "the node's network (hostNetwork)" if host_network else f"host IP {host_ip}"
             yield Violation(
                 "host-port-collision",
