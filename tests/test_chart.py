@@ -58,6 +58,35 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "recording": {"server": {"record": {"enabled": True, "maxBytes": 1048576, "userInfo": True}}},
     "recording-to-a-claim": {"server": {"record": {"enabled": True,
                                                    "volume": {"persistentVolumeClaim": {"claimName": "recorded"}}}}},
+    "kubernetes-shapes": {
+        "server": {"extraEnv": [{"name": "LOG_FORMAT", "value": "json"},
+                                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "token",
+                                                                                 "optional": True}}},
+                                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory",
+                                                                                   "divisor": "1Mi"}}}],
+                   "record": {"enabled": True, "volume": {"ephemeral": {"volumeClaimTemplate": {
+                       "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}}}}}},
+        "webhook": {"namespaceSelectorExpressions": [{"key": "podgate.io/skip", "operator": "DoesNotExist"},
+                                                     {"key": "tier", "operator": "In", "values": ["web", "api"]}],
+                    "validating": {"objectSelector": {"matchExpressions": [
+                        {"key": "podgate.io/skip", "operator": "NotIn", "values": ["true"]}]}},
+                    "mutating": {"objectSelector": {"matchLabels": {"mesh": "yes"}}}},
+        "resources": {"requests": {"cpu": 0.5, "memory": "128Mi", "ephemeral-storage": "1Gi"},
+                      "limits": {"cpu": 2, "memory": "0.25Gi"}},
+        "podDisruptionBudget": {"maxUnavailable": "50%"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"},
+                        {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}],
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "DoNotSchedule",
+                                       "matchLabelKeys": ["pod-template-hash"], "minDomains": 2,
+                                       "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "podgate"}}}
+                                      for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")],
+        "networkPolicy": {"enabled": True, "ingressFrom": [
+            {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+            {"namespaceSelector": {"matchLabels": {"name": "monitoring"}},
+             "podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}}]},
+        "podLabels": {"team": "platform"},
+    },
     "minimal": {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}, "namespaceLabels": {"fromAPI": False},
                 "serviceAccount": {"create": False}, "server": {"metrics": False},
                 "webhook": {"matchConditions": False, "mutating": {"enabled": False}}},
@@ -179,10 +208,152 @@ def test_helm_lint_is_clean():
     pytest.param({"server": {"drainSeconds": "5s"}}, "/server/drainSeconds", id="drain-as-duration"),
     pytest.param({"server": {"gracefulTimeoutSeconds": 2.5}}, "/server/gracefulTimeoutSeconds",
                  id="fractional-graceful-timeout"),
+    # resources: the names and the quantities
+    pytest.param({"resources": {"requests": {"cpuu": "100m"}}}, "additional properties 'cpuu'", id="resource-name"),
+    pytest.param({"resources": {"limits": {"cpu": "lots"}}}, "/resources/limits/cpu", id="cpu-lots"),
+    pytest.param({"resources": {"limits": {"memory": "1GB"}}}, "/resources/limits/memory", id="memory-1GB"),
+    pytest.param({"resources": {"requests": {"memory": "-128Mi"}}}, "/resources/requests/memory",
+                 id="negative-memory"),
+    pytest.param({"resources": {"requests": {"cpu": -1}}}, "/resources/requests/cpu", id="negative-cpu-number"),
+    pytest.param({"server": {"record": {"sizeLimit": "1gi"}}}, "/server/record/sizeLimit", id="record-size-case"),
+    # Kubernetes-shaped values: their fields are checked
+    pytest.param({"server": {"record": {"volume": {"hostPath": {"path": "/var/podgate"}}}}},
+                 "additional properties 'hostPath'", id="record-hostpath"),
+    pytest.param({"server": {"record": {"volume": {"persistentVolumeClaim": {"claimName": "r", "readOnly": True}}}}},
+                 "/server/record/volume/persistentVolumeClaim/readOnly", id="record-read-only-claim"),
+    pytest.param({"server": {"record": {"volume": {"persistentVolumeClaim": {"claim": "r"}}}}},
+                 "/server/record/volume/persistentVolumeClaim", id="record-claim-misspelt"),
+    pytest.param({"server": {"extraEnv": [{"name": "A", "valu": "1"}]}}, "additional properties 'valu'",
+                 id="env-misspelt"),
+    pytest.param({"server": {"extraEnv": [{"name": "A", "value": 1}]}}, "/server/extraEnv/0/value",
+                 id="env-value-not-a-string"),
+    pytest.param({"server": {"extraEnv": [{"name": "A", "value": "1", "valueFrom": {
+        "fieldRef": {"fieldPath": "metadata.name"}}}]}}, "/server/extraEnv/0/value", id="env-value-and-value-from"),
+    pytest.param({"server": {"extraEnv": [{"name": "A", "valueFrom": {
+        "secretKeyRef": {"name": "s", "key": "k"}, "configMapKeyRef": {"name": "c", "key": "k"}}}]}},
+                 "/server/extraEnv/0/valueFrom", id="env-two-sources"),
+    pytest.param({"server": {"extraEnv": [{"name": "A", "valueFrom": {"secretRef": {"name": "s"}}}]}},
+                 "additional properties 'secretRef'", id="env-unknown-source"),
+    pytest.param({"webhook": {"namespaceSelectorExpressions": [{"key": "a", "operator": "Equals", "values": ["b"]}]}},
+                 "/webhook/namespaceSelectorExpressions/0/operator", id="selector-operator"),
+    pytest.param({"webhook": {"namespaceSelectorExpressions": [{"key": "a", "operator": "In"}]}},
+                 "/webhook/namespaceSelectorExpressions/0", id="selector-in-without-values"),
+    pytest.param({"webhook": {"namespaceSelectorExpressions": [{"key": "a", "operator": "Exists", "value": ["b"]}]}},
+                 "additional properties 'value'", id="selector-requirement-misspelt"),
+    pytest.param({"webhook": {"validating": {"objectSelector": {"matchLabel": {"a": "b"}}}}},
+                 "additional properties 'matchLabel'", id="object-selector-misspelt"),
+    pytest.param({"webhook": {"mutating": {"objectSelector": {"matchLabels": {"a": True}}}}},
+                 "/webhook/mutating/objectSelector/matchLabels/a", id="object-selector-label-not-a-string"),
+    pytest.param({"serviceMonitor": {"tlsConfig": {"caa": {"secret": {"name": "s", "key": "ca.crt"}}}}},
+                 "additional properties 'caa'", id="service-monitor-tls-misspelt"),
+    pytest.param({"serviceMonitor": {"tlsConfig": {"ca": {"secret": {"name": "s"}}}}},
+                 "/serviceMonitor/tlsConfig/ca/secret", id="service-monitor-ca-without-key"),
+    pytest.param({"tolerations": [{"key": "a", "operator": "Equals"}]}, "/tolerations/0/operator",
+                 id="toleration-operator"),
+    pytest.param({"networkPolicy": {"ingressFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}},
+                 "/networkPolicy/ingressFrom/0", id="peer-ip-block-and-selector"),
+    pytest.param({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]},
+                 "/topologySpreadConstraints/0", id="spread-without-when-unsatisfiable"),
+    # a PodDisruptionBudget that allows no disruption blocks node drains forever
+    pytest.param({"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable",
+                 id="pdb-zero"),
+    pytest.param({"podDisruptionBudget": {"maxUnavailable": "0%"}}, "/podDisruptionBudget/maxUnavailable",
+                 id="pdb-zero-percent"),
+    pytest.param({"podDisruptionBudget": {"maxUnavailable": "1"}}, "/podDisruptionBudget/maxUnavailable",
+                 id="pdb-number-as-string"),
 ])
 def test_schema_rejects_bad_values(chart, values, where):
     with pytest.raises(hp.HelmValuesError, match=re.escape(where)):
         chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+@pytest.mark.parametrize("quantity", ["100m", "0.5", "1", "2", ".5", "1.", "128Mi", "1Gi", "1.5Gi", "500k", "1e3",
+                                      "1E-3", "+1", "250u", 0, 2, 0.25])
+def test_schema_takes_kubernetes_quantities(chart, quantity):
+    chart.validate_schema({"resources": {"requests": {"cpu": quantity, "memory": quantity},
+                                         "limits": {"cpu": quantity, "memory": quantity}},
+                           "server": {"record": {"sizeLimit": quantity}}})
+
+
+@pytest.mark.parametrize("quantity", ["lots", "", "Mi", "1GB", "1gi", "1ki", "1 Gi", "1.2.3", "1Ki5", "-1", "1e",
+                                      "0x10", "Infinity"])
+def test_schema_refuses_what_is_not_a_kubernetes_quantity(chart, quantity):
+    with pytest.raises(hp.HelmValuesError, match="/resources/limits/memory"):
+        chart.validate_schema({"resources": {"limits": {"memory": quantity}}})
+
+
+@pytest.mark.parametrize("values, message", [
+    pytest.param({"autoscaling": {"enabled": True, "minReplicas": 4, "maxReplicas": 3}},
+                 "autoscaling.maxReplicas (3) is less than autoscaling.minReplicas (4)", id="hpa-max-below-min"),
+    pytest.param({"podLabels": {"app.kubernetes.io/name": "mine"}},
+                 "podLabels must not set app.kubernetes.io/name", id="pod-labels-selector-name"),
+    pytest.param({"podLabels": {"team": "a", "app.kubernetes.io/instance": "other"}},
+                 "podLabels must not set app.kubernetes.io/instance", id="pod-labels-selector-instance"),
+])
+def test_values_the_schema_cannot_judge_fail_the_render_with_a_message(chart, values, message):
+    """JSON Schema cannot compare two values, nor name a key in its message: the templates do."""
+    with pytest.raises(hp.HelmRenderError, match=re.escape(message)):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def test_equal_autoscaling_bounds_and_other_pod_labels_render(chart):
+    objs = render(chart, {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 3},
+                          "podLabels": {"app.kubernetes.io/part-of": "platform"}})
+    hpa = one(objs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"] == 3
+    labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/part-of"] == "platform" and labels["app.kubernetes.io/name"] == "podgate"
+
+
+# values.schema.json's Kubernetes shapes, and the Kubernetes definitions they stand for
+K8S_SHAPES = [
+    ("/$defs/labelSelector", "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
+    ("/$defs/envVar", "io.k8s.api.core.v1.EnvVar"),
+    ("/$defs/toleration", "io.k8s.api.core.v1.Toleration"),
+    ("/$defs/networkPolicyPeer", "io.k8s.api.networking.v1.NetworkPolicyPeer"),
+    ("/$defs/topologySpreadConstraint", "io.k8s.api.core.v1.TopologySpreadConstraint"),
+    ("/properties/server/properties/record/properties/volume", "io.k8s.api.core.v1.Volume"),  # less its name
+]
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+@pytest.mark.parametrize("ours, theirs", K8S_SHAPES, ids=[s[0].rsplit("/", 1)[1] for s in K8S_SHAPES])
+def test_kubernetes_shaped_values_allow_only_kubernetes_fields(ours, theirs, version):
+    """Every field the chart's schema takes exists in the Kubernetes definition (down to nested
+    objects), and every field Kubernetes requires, the schema requires too: a value that passes the
+    schema is not refused by the API server for its shape."""
+    import json
+
+    from kubernetes_validate.utils import schema_contents
+
+    chart_schema = json.loads((CHART / "values.schema.json").read_text())
+    k8s = schema_contents(f"kubernetes-json-schema/v{version}.0-local-strict/_definitions.json", version)["$defs"]
+
+    def resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = root[node["$ref"].rsplit("/", 1)[1]]
+        return node
+
+    def compare(mine: dict[str, Any], kube: dict[str, Any], path: str) -> None:
+        mine, kube = resolve(mine, chart_schema["$defs"]), resolve(kube, k8s)
+        if "items" in mine and "items" in kube:
+            compare(mine["items"], kube["items"], f"{path}[]")
+        if "properties" not in mine or "properties" not in kube:
+            return
+        assert mine.get("additionalProperties") is False, f"{path}: open object"
+        unknown = set(mine["properties"]) - set(kube["properties"])
+        assert not unknown, f"{path}: {unknown} not in the Kubernetes {version} definition"
+        missing = set(kube.get("required", [])) - set(mine.get("required", []))
+        if path == "volume":
+            missing.discard("name")  # the chart names the volume
+        assert not missing, f"{path}: Kubernetes requires {missing}"
+        for key, sub in mine["properties"].items():
+            compare(sub, kube["properties"][key], f"{path}.{key}")
+
+    node: Any = chart_schema
+    for part in ours.strip("/").split("/"):
+        node = node[part]
+    compare(node, k8s[theirs], ours.rsplit("/", 1)[1])
 
 
 def test_every_schema_property_is_described():
@@ -357,6 +528,8 @@ def test_pod_meets_the_restricted_pod_security_standard(rendered):
         volumes["recorded"] = {"emptyDir"}
     if rendered[0] == "recording-to-a-claim":
         volumes["recorded"] = {"persistentVolumeClaim"}
+    if rendered[0] == "kubernetes-shapes":
+        volumes["recorded"] = {"ephemeral"}
     assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == volumes
 
 
