@@ -13,6 +13,7 @@ import yaml
 
 from webhook import check
 from webhook.cli import main
+from webhook.manifests import read_documents
 
 from .conftest import CORPUS
 
@@ -62,9 +63,18 @@ def test_whole_corpus_without_a_crash(capsys: pytest.CaptureFixture[str]) -> Non
     code, out, err = run(capsys, "-o", "json", str(MANIFESTS))
     assert "Traceback" not in err
     report = json.loads(out)
-    assert code == 2  # some files cannot be parsed
+    assert code == 2  # some files cannot be parsed, some are fragments
     for bad in BAD_FILES:
         assert f"podgate: {bad}:" in err
+    # Pod fragments without kind (Kuma's controller test data) are named, document by document;
+    # empty files (Linkerd's empty goldens) and null List items are skipped silently
+    fragments = [(p, d) for p in CORPUS_FILES if p not in BAD_FILES for d in read_documents(str(p)) if d.problem]
+    assert fragments
+    for path, doc in fragments:
+        assert f"podgate: {path}:{doc.line}: document {doc.index}: not a Kubernetes object: no kind" in err
+    empty = [p for p in CORPUS_FILES if p not in BAD_FILES and not read_documents(str(p))]
+    assert empty and not [p for p in empty if str(p) in err]
+    assert len(err.splitlines()) == len(BAD_FILES) + len(fragments)
     assert report["summary"]["files"] == len(CORPUS_FILES)
     checked = {r["source"] for r in report["results"]}
     assert checked and not checked & {str(b) for b in BAD_FILES}
@@ -159,6 +169,95 @@ def test_object_podgate_cannot_check_is_an_input_error(tmp_path: Path, capsys: p
     assert "Deployment default/api: ERROR" in out
     assert "error podgate cannot check this Pod: Pod template /spec/containers/0/ports/0/containerPort" in out
     assert "error Job 'j' has no Pod template" in out
+
+
+NOT_OBJECTS = [
+    pytest.param("- a\n- b\n", "f.yaml:1: document 0: not a Kubernetes object: a list, not a mapping", id="list"),
+    pytest.param("just text\n", "f.yaml:1: document 0: not a Kubernetes object: a string ('just text')", id="scalar"),
+    pytest.param("foo: bar\n", "f.yaml:1: document 0: not a Kubernetes object: no kind (a mapping with keys foo)",
+                 id="mapping-without-kind"),
+    pytest.param("metadata: {name: web}\nspec:\n  containers: []\n",
+                 "f.yaml:1: document 0: not a Kubernetes object: no kind (it looks like a Pod: add apiVersion: v1 "
+                 "and kind: Pod)", id="pod-fragment"),
+    pytest.param("kind: [Pod]\n", "f.yaml:1: document 0: not a Kubernetes object: kind must be a non-empty string",
+                 id="kind-not-a-string"),
+    pytest.param("apiVersion: v1\nkind: List\nitems: 3\n", "f.yaml:1: document 0: List items must be a list",
+                 id="list-items-not-a-list"),
+    pytest.param("apiVersion: v1\nkind: ConfigMap\n---\n# second\n42\n",
+                 "f.yaml:5: document 1: not a Kubernetes object: a number (42)", id="second-document"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), NOT_OBJECTS)
+def test_a_document_that_is_not_a_kubernetes_object_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch, text: str,
+                                                                 message: str) -> None:
+    (tmp_path / "f.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "f.yaml")
+    assert code == 2
+    assert err.startswith(f"podgate: {message}"), err
+    assert len(err.splitlines()) == 1
+    assert out.splitlines()[-1] == "0 objects checked: 0 denied, 0 warned, 1 not checked (errors)"
+
+
+def test_list_items_that_are_not_objects_are_named_by_item(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    items = [obj("Pod", "web"), 1, "x", None]
+    (tmp_path / "list.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
+    code, out, err = run(capsys, str(tmp_path / "list.yaml"))
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 2  # the null item is skipped like an empty document
+    assert lines[0].startswith(f"podgate: {tmp_path / 'list.yaml'}:") and \
+        lines[0].endswith(": document 0, item 1: not a Kubernetes object: a number (1), not a mapping with apiVersion "
+                          "and kind")
+    assert ": document 0, item 2: not a Kubernetes object: a string ('x')" in lines[1]
+    assert "Pod default/web: DENIED" in out  # the rest is still checked
+
+
+@pytest.mark.parametrize(("setup", "where"), [
+    pytest.param(lambda d: (d / "empty.yaml").write_text(""), "empty.yaml (1 file read: empty, or only comments and "
+                 "empty documents)", id="empty-file"),
+    pytest.param(lambda d: (d / "empty.yaml").write_text("---\n# nothing here\n---\n"),
+                 "empty.yaml (1 file read: empty, or only comments and empty documents)", id="only-empty-documents"),
+    pytest.param(lambda d: (d / "dir").mkdir() or (d / "dir" / "notes.txt").write_text("kind: Pod\n"),
+                 "dir (no .yaml, .yml or .json file)", id="directory-without-manifests"),
+    pytest.param(lambda d: (d / "dir").mkdir() or (d / "dir" / "a.yaml").write_text("") or
+                 (d / "dir" / "b.json").write_text("  \n"),
+                 "dir (2 files read: empty, or only comments and empty documents)", id="directory-of-empty-files"),
+])
+def test_a_run_that_finds_no_object_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch, setup, where: str) -> None:  # type: ignore[no-untyped-def]
+    setup(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, where.split(" ")[0])
+    assert code == 2
+    assert err == f"podgate: no Kubernetes objects found in {where}\n"
+    code, out, _ = run(capsys, "-o", "json", where.split(" ")[0])
+    assert code == 2 and json.loads(out)["summary"]["objects"] == 0
+
+
+@pytest.mark.parametrize("stdin", ["", "---\n# rendered nothing\n---\n"], ids=["empty", "only-comments"])
+def test_empty_stdin_is_bad_input(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                  stdin: str) -> None:
+    """``helm template ... | podgate check -`` must not pass when the chart rendered nothing."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code, _, err = run(capsys, "-")
+    assert code == 2
+    assert err == "podgate: no Kubernetes objects found in <stdin> (empty, or only comments and empty documents)\n"
+
+
+def test_other_kinds_and_empty_documents_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid object podgate does not check is no error, and neither is an empty file beside it."""
+    (tmp_path / "a.yaml").write_text("---\n# a comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+                                     "---\napiVersion: v1\nkind: List\nitems: [null]\n")
+    (tmp_path / "b.yaml").write_text("")
+    code, out, err = run(capsys, str(tmp_path))
+    assert (code, err) == (0, "")
+    assert out == "0 objects checked: 0 denied, 0 warned\n"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(obj("Pod", "web")))
+    code, out, err = run(capsys, str(tmp_path))
+    assert (code, err) == (1, "")
 
 
 def test_colour_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,12 @@
 """``podgate check``: what this cluster's podgate would do to the Pods in a tree of manifests.
 
 Every Pod and Pod template goes through ``offline.admit`` (mutate, apply the patch, validate),
-the path the API server takes. A file that cannot be read or parsed, or an object podgate
-cannot check, is reported and the rest is still checked; the exit code says the worst thing
-seen: 2 bad input, 1 something denied, 0 all allowed.
+the path the API server takes. A file that cannot be read or parsed, a document that is not a
+Kubernetes object (not a mapping, or no kind), or an object podgate cannot check, is reported and
+the rest is still checked; the exit code says the worst thing seen: 2 bad input, 1 something
+denied, 0 all allowed. Objects of other kinds (ConfigMap, Service) are skipped, and so are empty
+documents; but a run that finds no Kubernetes object at all is bad input too, so that an empty
+``helm template ... | podgate check -`` does not pass.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .admission import Context, Decision
-from .manifests import Document, ManifestError, iter_files, read_documents
+from .manifests import MANIFEST_SUFFIXES, Document, ManifestError, iter_files, read_documents
 from .namespaces import StaticNamespaceLabels
 from .offline import admit, pod_review
 
@@ -59,6 +62,7 @@ class Report:
     results: list[CheckResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # files that could not be read, with the reason
     files: int = 0
+    objects: int = 0  # Kubernetes objects found, of any kind
 
     @property
     def exit_code(self) -> int:
@@ -100,7 +104,8 @@ def check_document(doc: Document, ctx: Context, default_namespace: str, inject: 
 
 
 def load(paths: Sequence[str], report: Report, labels: StaticNamespaceLabels) -> list[Document]:
-    """Read every file, recording those that fail; Namespace objects found add their labels."""
+    """Read every file, recording those that fail and the documents that are not Kubernetes
+    objects; Namespace objects found add their labels."""
     docs: list[Document] = []
     for path in paths:
         try:
@@ -111,17 +116,38 @@ def load(paths: Sequence[str], report: Report, labels: StaticNamespaceLabels) ->
         for source in sources:
             report.files += 1
             try:
-                docs.extend(read_documents(source))
+                found = read_documents(source)
             except ManifestError as exc:
                 report.errors.append(str(exc))
+                continue
+            for doc in found:
+                if (problem := doc.problem) is not None:
+                    report.errors.append(f"{doc.source}:{doc.line}: {doc.where}: {problem}")
+                else:
+                    docs.append(doc)
+    report.objects = len(docs)
     labels.add_namespaces(d.obj for d in docs)
     return docs
+
+
+def nothing_found(paths: Sequence[str], files: int) -> str:
+    """The error for a run that read no Kubernetes object at all."""
+    where = ", ".join("<stdin>" if p == "-" else p for p in paths)
+    if files == 0:
+        why = f"no {', '.join(MANIFEST_SUFFIXES[:-1])} or {MANIFEST_SUFFIXES[-1]} file"
+    else:
+        why = "empty, or only comments and empty documents"
+        if list(paths) != ["-"]:
+            why = f"{files} file{'s' if files != 1 else ''} read: {why}"
+    return f"no Kubernetes objects found in {where} ({why})"
 
 
 def run(paths: Sequence[str], ctx: Context, labels: StaticNamespaceLabels, namespace: str,
         inject: bool) -> Report:
     report = Report()
     docs = load(paths, report, labels)
+    if not docs and not report.errors:
+        report.errors.append(nothing_found(paths, report.files))
     report.results = [check_document(d, ctx, namespace, inject) for d in docs if d.has_pod]
     return report
 

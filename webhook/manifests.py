@@ -2,6 +2,10 @@
 
 Used by ``podgate check`` and ``podgate inject``. Reads multi-document YAML or JSON, ``List``
 objects, directories (recursively) and stdin; workloads contribute their Pod template.
+
+Empty documents (a ``---`` with nothing after it, comments only) and null items of a ``List``
+are skipped; every other document or item becomes a Document, including those that are not
+Kubernetes objects at all (``Document.problem`` says what is wrong with them).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import PodgateError
+from .pods import pod_name
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 # kind -> path of the Pod template inside the object
@@ -40,6 +45,32 @@ class Document:
     source: str
     index: int  # document number in the file (items of a List share it)
     obj: Any
+    item: int | None = None  # index in the List's items, for an object that comes from a List
+    line: int | None = None  # 1-based line where the document (or List item) starts
+
+    @property
+    def where(self) -> str:
+        """``document N`` (``document N, item M`` inside a List), for messages."""
+        return f"document {self.index}" + (f", item {self.item}" if self.item is not None else "")
+
+    @property
+    def problem(self) -> str | None:
+        """Why this document is not a Kubernetes object (None: it is one, of whatever kind)."""
+        obj = self.obj
+        if not isinstance(obj, dict):
+            return f"not a Kubernetes object: {_describe(obj)}, not a mapping with apiVersion and kind"
+        kind = obj.get("kind")
+        if not isinstance(kind, str) or not kind:
+            what = "no kind" if kind is None else f"kind must be a non-empty string, got {_describe(kind)}"
+            spec = obj.get("spec")
+            if isinstance(spec, dict) and "containers" in spec:
+                return f"not a Kubernetes object: {what} (it looks like a Pod: add apiVersion: v1 and kind: Pod)"
+            keys = ", ".join(map(str, list(obj)[:4])) + (", ..." if len(obj) > 4 else "")
+            return f"not a Kubernetes object: {what} (a mapping with keys {keys})" if obj \
+                else f"not a Kubernetes object: {what} (an empty mapping)"
+        if _is_list(obj) and obj.get("items") is not None and not isinstance(obj["items"], list):
+            return f"{kind} items must be a list, got {_describe(obj['items'])}"
+        return None
 
     @property
     def kind(self) -> str:
@@ -51,6 +82,13 @@ class Document:
         meta = self.obj.get("metadata") if isinstance(self.obj, dict) else None
         name = meta.get("name") if isinstance(meta, dict) else None
         return name if isinstance(name, str) else ""
+
+    @property
+    def display_name(self) -> str:
+        """The name podgate shows everywhere (webhook.pods.pod_name): ``metadata.name``, else
+        ``<generateName><generated>`` for an object the API server names, else ``<unnamed>``."""
+        meta = self.obj.get("metadata") if isinstance(self.obj, dict) else None
+        return pod_name(meta if isinstance(meta, dict) else {})
 
     def namespace(self, default: str) -> str:
         meta = self.obj.get("metadata") if isinstance(self.obj, dict) else None
@@ -85,6 +123,21 @@ class Document:
         return _replace_at(self.obj, TEMPLATE_PATHS[self.kind], {**template, "metadata": metadata, "spec": pod["spec"]})
 
 
+def _describe(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+             dict: "a mapping", type(None): "null"}
+    what = names.get(type(value), type(value).__name__)
+    if isinstance(value, (bool, int, float, str)):
+        text = repr(value)
+        what += f" ({text[:40] + '...' if len(text) > 40 else text})"
+    return what
+
+
+def _is_list(obj: dict[str, Any]) -> bool:
+    kind = obj.get("kind")
+    return isinstance(kind, str) and kind.endswith("List")
+
+
 def _template(obj: Any, kind: str) -> Any:
     for key in TEMPLATE_PATHS[kind]:
         obj = obj.get(key) if isinstance(obj, dict) else None
@@ -116,28 +169,47 @@ def iter_files(paths: Sequence[str]) -> Iterator[str]:
 
 
 def read_documents(source: str) -> list[Document]:
-    """Parse one file (or ``-`` for stdin) into Documents, expanding ``List`` objects."""
+    """Parse one file (or ``-`` for stdin) into Documents, expanding ``List`` objects.
+
+    Empty documents and null List items are left out; anything else is kept, so that a caller
+    can report what is not a Kubernetes object (``Document.problem``)."""
     label = "<stdin>" if source == "-" else source
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{label}: cannot read: {exc}") from exc
+    out: list[Document] = []
+    loader = yaml.SafeLoader(text)
     try:
-        docs = list(yaml.safe_load_all(text))
+        index = 0
+        while loader.check_node():
+            node = loader.get_node()
+            obj = loader.construct_document(node)
+            if obj is not None:
+                out.extend(_expand(label, index, obj, node))
+            index += 1
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
         raise ManifestError(f"{where}: invalid YAML/JSON: {getattr(exc, 'problem', None) or exc}") from exc
-    out = []
-    for index, obj in enumerate(docs):
-        if obj is None:
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("kind"), str) and obj["kind"].endswith("List") \
-                and isinstance(obj.get("items"), list):
-            out.extend(Document(label, index, item) for item in obj["items"])
-        else:
-            out.append(Document(label, index, obj))
+    finally:
+        loader.dispose()
     return out
+
+
+def _expand(label: str, index: int, obj: Any, node: yaml.Node) -> list[Document]:
+    """One document: itself, or the non-null items of a List (each with its line)."""
+    line = node.start_mark.line + 1
+    if not (isinstance(obj, dict) and _is_list(obj) and isinstance(obj.get("items"), list)):
+        return [Document(label, index, obj, line=line)]
+    item_nodes: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == "items" and isinstance(value, yaml.SequenceNode):
+                item_nodes = value.value
+    lines = [n.start_mark.line + 1 for n in item_nodes] if len(item_nodes) == len(obj["items"]) else []
+    return [Document(label, index, item, item=i, line=lines[i] if lines else line)
+            for i, item in enumerate(obj["items"]) if item is not None]
 
 
 def dump_documents(objects: Sequence[Any]) -> str:
