@@ -621,6 +621,7 @@ def test_client_certificates_move_metrics_to_the_health_port(chart, ca_pem):
     assert [p["name"] for p in one(objs, "Service")["spec"]["ports"]] == ["https", "health"]
     (endpoint,) = one(objs, "ServiceMonitor")["spec"]["endpoints"]
     assert (endpoint["port"], endpoint["scheme"]) == ("health", "http") and "tlsConfig" not in endpoint
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"] == [f"{RELEASE}-policies"]
     (ingress,) = one(objs, "NetworkPolicy")["spec"]["ingress"]
     assert [p["port"] for p in ingress["ports"]] == ["https", "health"]
 
@@ -655,10 +656,52 @@ def test_network_policy_and_service_monitor(chart, ca_pem):
     monitor = one(objs, "ServiceMonitor")
     [endpoint] = monitor["spec"]["endpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("https", "/metrics", "https")
-    assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": tls_volume_secret(objs), "key": "ca.crt"}
+    assert endpoint["tlsConfig"]["ca"] == {"configMap": {"name": f"{RELEASE}-ca-bundle", "key": "ca.crt"}}
     assert endpoint["tlsConfig"]["serverName"] == f"{RELEASE}.{NAMESPACE}.svc"
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert "--metrics" in container(objs)["command"]
+
+
+@pytest.mark.parametrize("mode", ["helm", "certManager", "secret"])
+def test_service_monitor_verifies_with_the_ca_of_each_certificate_mode(chart, ca_pem, mode):
+    """Prometheus checks podgate's certificate against the CA the webhooks trust, found where each
+    mode really keeps it: a Secret made by ``kubectl create secret tls`` has no ca.crt."""
+    values: dict[str, Any] = {"serviceMonitor": {"enabled": True}, "certs": {"mode": mode}}
+    if mode == "secret":
+        values["certs"]["secret"] = {"name": "my-webhook-tls", "caBundle": ca_pem}
+    objs = render(chart, values)
+    [endpoint] = one(objs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["tlsConfig"]["serverName"] == f"{RELEASE}.{NAMESPACE}.svc"
+    ca = endpoint["tlsConfig"]["ca"]
+    bundles = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{RELEASE}-ca-bundle"]
+    if mode == "certManager":
+        # cert-manager writes the issuer's CA into ca.crt of the Certificate's Secret, and cainjector
+        # copies that same ca.crt into the webhooks' caBundle
+        assert ca == {"secret": {"name": tls_volume_secret(objs), "key": "ca.crt"}}
+        assert one(objs, "Certificate", RELEASE)["spec"]["secretName"] == tls_volume_secret(objs)
+        assert bundles == []
+        return
+    assert ca == {"configMap": {"name": f"{RELEASE}-ca-bundle", "key": "ca.crt"}}
+    [bundle] = bundles
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(bundle, version, strict=True)
+    pem = bundle["data"]["ca.crt"]
+    assert set(ca_bundles(objs)) == {base64.b64encode(pem.encode()).decode()}  # what the webhooks trust
+    if mode == "secret":
+        assert pem == ca_pem and tls_volume_secret(objs) == "my-webhook-tls"
+    else:
+        secret = one(objs, "Secret")
+        serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+        serving.verify_directly_issued_by(x509.load_pem_x509_certificate(pem.encode()))
+
+
+def test_service_monitor_tls_config_given_is_used_as_is(chart):
+    tls = {"ca": {"secret": {"name": "corp-ca", "key": "root.pem"}}, "serverName": "podgate.example",
+           "minVersion": "TLS12"}
+    objs = render(chart, {"serviceMonitor": {"enabled": True, "tlsConfig": tls}})
+    [endpoint] = one(objs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["tlsConfig"] == tls
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"] == [f"{RELEASE}-policies"]
 
 
 # --- RBAC -------------------------------------------------------------------------------------
@@ -686,14 +729,14 @@ def test_rbac_is_read_only_on_namespaces_only(chart, ca_pem):
 def test_policy_configmap_is_the_repository_policies(chart, ca_pem):
     """charts/podgate/policies links to policies/: the ConfigMap carries those files, unchanged."""
     assert (CHART / "policies").is_symlink() and (CHART / "policies").resolve() == (REPO / "policies").resolve()
-    data = one(objects(chart, ca_pem, "defaults"), "ConfigMap")["data"]
+    data = one(objects(chart, ca_pem, "defaults"), "ConfigMap", f"{RELEASE}-policies")["data"]
     repo = {p.name: p.read_text() for p in (REPO / "policies").glob("*.yaml")}
     assert repo and data == repo
 
 
 def test_policy_configmap_loads_as_a_policy_set(chart, ca_pem, tmp_path):
     """What the server will read from the mounted ConfigMap (with an added file) is a valid set."""
-    data = one(objects(chart, ca_pem, "ha"), "ConfigMap")["data"]
+    data = one(objects(chart, ca_pem, "ha"), "ConfigMap", f"{RELEASE}-policies")["data"]
     assert "team-a.yaml" in data
     for name, text in data.items():
         (tmp_path / name).write_text(text)

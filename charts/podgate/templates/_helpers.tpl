@@ -46,6 +46,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* Where the ServiceMonitor finds the CA to verify podgate's certificate with: "configMap" (the
+     ConfigMap <fullname>-ca-bundle that holds the webhooks' caBundle: the generated CA, or
+     certs.secret.caBundle), "secret" (ca.crt of the serving Secret, which cert-manager fills from
+     the issuer, as cainjector does for the webhooks), or "" (serviceMonitor.tlsConfig is given,
+     or metrics are scraped over plain HTTP on the health port). */}}
+{{- define "podgate.serviceMonitorCA" -}}
+{{- if and .Values.serviceMonitor.enabled (not .Values.server.clientCA.secretName) (not .Values.serviceMonitor.tlsConfig) }}
+{{- if eq .Values.certs.mode "certManager" }}secret{{ else }}configMap{{ end }}
+{{- end }}
+{{- end }}
+
 {{/* The DNS names the API server uses for the Service. */}}
 {{- define "podgate.dnsNames" -}}
 {{- $svc := include "podgate.fullname" . }}
