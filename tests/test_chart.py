@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import helm_python as hp
 import kubernetes_validate
+from helm_python import _native as helm_native
 import pytest
 import yaml
 from cryptography import x509
@@ -115,9 +117,24 @@ def _values(name: str, ca_pem: str) -> dict[str, Any]:
 
 _rendered: dict[str, list[dict[str, Any]]] = {}
 
+# What discovery shows in a cluster with the Prometheus Operator's CRDs (the chart checks for it).
+PROMETHEUS_OPERATOR = ("monitoring.coreos.com/v1", "monitoring.coreos.com/v1/ServiceMonitor")
 
-def render(chart: hp.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
-    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+def render_manifests(chart: hp.Chart, values: dict[str, Any], *, api_versions: tuple[str, ...] = PROMETHEUS_OPERATOR,
+                     kube_version: str | None = None) -> dict[str, str]:
+    """``chart.render`` with the capabilities ``helm template --api-versions/--kube-version`` set:
+    the Helm C library takes them as render options, helm_python's Chart.render does not pass them.
+    Without ``kube_version`` the library's default (a recent Kubernetes) applies."""
+    options: dict[str, Any] = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True,
+                               "api_versions": list(api_versions)}
+    if kube_version is not None:
+        options["kube_version"] = kube_version
+    return json.loads(helm_native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(options)))
+
+
+def render(chart: hp.Chart, values: dict[str, Any], **capabilities: Any) -> list[dict[str, Any]]:
+    manifests = render_manifests(chart, values, **capabilities)
     objects = []
     for path, text in sorted(manifests.items()):
         if path.endswith(".yaml"):
@@ -357,8 +374,6 @@ def test_kubernetes_shaped_values_allow_only_kubernetes_fields(ours, theirs, ver
 
 
 def test_every_schema_property_is_described():
-    import json
-
     def walk(node: dict[str, Any], path: str) -> None:
         for key, sub in (node.get("properties") or {}).items():
             assert sub.get("description") or sub.get("properties"), f"{path}/{key} has no description"
@@ -693,6 +708,27 @@ def test_service_monitor_verifies_with_the_ca_of_each_certificate_mode(chart, ca
         secret = one(objs, "Secret")
         serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
         serving.verify_directly_issued_by(x509.load_pem_x509_certificate(pem.encode()))
+
+
+@pytest.mark.parametrize("api_versions, skip_check", [
+    pytest.param(PROMETHEUS_OPERATOR[:1], False, id="group-version"),
+    pytest.param(PROMETHEUS_OPERATOR[1:], False, id="group-version-kind"),
+    pytest.param((), True, id="check-skipped"),
+])
+def test_service_monitor_renders_where_its_api_is_known(chart, api_versions, skip_check):
+    objs = render(chart, {"serviceMonitor": {"enabled": True, "skipAPICheck": skip_check}}, api_versions=api_versions)
+    assert one(objs, "ServiceMonitor")["apiVersion"] == "monitoring.coreos.com/v1"
+
+
+def test_service_monitor_without_its_api_fails_with_a_message(chart):
+    """A cluster without the Prometheus Operator's CRDs (or helm template, which knows no cluster):
+    a clear failure at render time, not a failed apply halfway through an install."""
+    with pytest.raises(hp.HelmRenderError, match=re.escape(
+            "serviceMonitor.enabled: this cluster has no monitoring.coreos.com/v1 API")) as failure:
+        render(chart, {"serviceMonitor": {"enabled": True}}, api_versions=())
+    assert "serviceMonitor.skipAPICheck=true" in str(failure.value)
+    assert "--api-versions monitoring.coreos.com/v1/ServiceMonitor" in str(failure.value)
+    assert "ServiceMonitor" not in kinds(render(chart, {}, api_versions=()))  # only when enabled
 
 
 def test_service_monitor_tls_config_given_is_used_as_is(chart):
