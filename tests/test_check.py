@@ -74,7 +74,10 @@ def test_whole_corpus_without_a_crash(capsys: pytest.CaptureFixture[str]) -> Non
         assert f"podgate: {path}:{doc.line}: document {doc.index}: not a Kubernetes object: no kind" in err
     empty = [p for p in CORPUS_FILES if p not in BAD_FILES and not read_documents(str(p))]
     assert empty and not [p for p in empty if str(p) in err]
-    assert len(err.splitlines()) == len(BAD_FILES) + len(fragments)
+    unreadable = [r for r in report["results"] if "error" in r]  # objects podgate cannot check: on stderr too
+    for r in unreadable:
+        assert f"podgate: {r['source']}:" in err and f": document {r['document']}: {r['kind']} " in err
+    assert len(err.splitlines()) == len(BAD_FILES) + len(fragments) + len(unreadable) == len(report["errors"])
     assert report["summary"]["files"] == len(CORPUS_FILES)
     checked = {r["source"] for r in report["results"]}
     assert checked and not checked & {str(b) for b in BAD_FILES}
@@ -164,11 +167,71 @@ def test_object_podgate_cannot_check_is_an_input_error(tmp_path: Path, capsys: p
     bad["spec"]["template"] = {"spec": {"containers": [{"name": "app", "image": "a", "ports": [{"containerPort": "x"}]}]}}
     no_template = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {}}
     (tmp_path / "d.yaml").write_text(yaml.safe_dump_all([bad, no_template]))
-    code, out, _ = run(capsys, str(tmp_path / "d.yaml"))
+    code, out, err = run(capsys, str(tmp_path / "d.yaml"))
     assert code == 2
     assert "Deployment default/api: ERROR" in out
     assert "error podgate cannot check this Pod: Pod template /spec/containers/0/ports/0/containerPort" in out
     assert "error Job 'j' has no Pod template" in out
+    # stderr names each of them too: the report on stdout may go to a file
+    job_line = (tmp_path / "d.yaml").read_text().splitlines().index("apiVersion: batch/v1") + 1
+    assert err.splitlines() == [
+        f"podgate: {tmp_path / 'd.yaml'}:1: document 0: Deployment default/api: podgate cannot check this Pod: "
+        "Pod template /spec/containers/0/ports/0/containerPort: expected a port number, got a string",
+        f"podgate: {tmp_path / 'd.yaml'}:{job_line}: document 1: Job default/j: Job 'j' has no Pod template"]
+
+
+UNREADABLE_PODS = [
+    pytest.param({"containers": [{"name": "a", "image": "a", "ports": [{"containerPort": "8080"}]}]}, None,
+                 "/spec/containers/0/ports/0/containerPort: expected a port number, got a string", id="port-string"),
+    pytest.param({"containers": [{"name": "a", "image": "a", "ports": [{"containerPort": 70000}]}]}, None,
+                 "/spec/containers/0/ports/0/containerPort: ", id="port-out-of-range"),
+    pytest.param({"containers": [{"name": "a", "image": "a", "ports": [{"containerPort": 80, "protocol": "tcp"}]}]},
+                 None, "/spec/containers/0/ports/0/protocol: ", id="protocol-lowercase"),
+    pytest.param({"containers": [{"name": "a", "image": "a"}]}, {"podgate.io/inject": True},
+                 "/metadata/annotations", id="annotation-not-a-string"),
+]
+
+
+@pytest.mark.parametrize(("spec", "annotations", "problem"), UNREADABLE_PODS)
+def test_a_pod_podgate_cannot_read_is_named_on_stderr_and_in_json_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: dict, annotations: dict | None, problem: str) -> None:
+    ok = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ok"},
+          "spec": {"containers": [{"name": "app", "image": "a"}]}}
+    bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad", **({"annotations": annotations}
+                                                                            if annotations else {})}, "spec": spec}
+    source = tmp_path / "pods.yaml"
+    source.write_text(yaml.safe_dump_all([ok, bad]))
+    code, out, err = run(capsys, str(source))
+    assert code == 2
+    [line] = err.splitlines()
+    assert line.startswith(f"podgate: {source}:") and f": document 1: Pod default/bad: podgate cannot check this Pod: " \
+        f"object {problem}" in line, line
+    assert f"[document 1] Pod default/bad: ERROR" in out  # the report on stdout is as it was
+    assert out.splitlines()[-1] == "2 objects checked: 0 denied, 0 warned, 1 not checked (errors)"
+
+    code, out, err = run(capsys, "-o", "json", str(source))
+    assert code == 2 and len(err.splitlines()) == 1
+    report = json.loads(out)
+    [result] = [r for r in report["results"] if "error" in r]
+    [error] = report["errors"]
+    assert error == {"message": line.removeprefix("podgate: "), "source": str(source), "line": error["line"],
+                     "document": 1}
+    assert result["error"] in error["message"] and result["document"] == error["document"]
+    assert report["summary"]["errors"] == 1 and report["summary"]["objects"] == 2
+
+
+def test_json_errors_name_the_file_and_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.yaml").write_text("kind: Pod\nmetadata: [\n")
+    (tmp_path / "b.yaml").write_text("apiVersion: v1\nkind: List\nitems:\n  - foo: bar\n")
+    code, out, err = run(capsys, "-o", "json", str(tmp_path), str(tmp_path / "missing.yaml"))
+    assert code == 2
+    errors = json.loads(out)["errors"]
+    assert [e["message"] for e in errors] == [line.removeprefix("podgate: ") for line in err.splitlines()]
+    assert [{k: v for k, v in e.items() if k != "message"} for e in errors] == [
+        {"source": str(tmp_path / "a.yaml"), "line": 3},
+        {"source": str(tmp_path / "b.yaml"), "line": 4, "document": 0, "item": 0},
+        {"source": str(tmp_path / "missing.yaml")}]
+    assert json.loads(out)["summary"]["errors"] == 3
 
 
 NOT_OBJECTS = [

@@ -26,6 +26,34 @@ EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass
+class InputError:
+    """Something ``check`` could not check: a file, a document, an object, or the whole run.
+
+    ``message`` is the line printed on stderr (after ``podgate: ``); it names the file, line and
+    document. The other fields say the same for scripts (None where they do not apply)."""
+
+    message: str
+    source: str | None = None
+    line: int | None = None
+    document: int | None = None
+    item: int | None = None
+
+    @classmethod
+    def at(cls, doc: Document, message: str) -> InputError:
+        return cls(f"{doc.source}:{doc.line}: {doc.where}: {message}", doc.source, doc.line, doc.index, doc.item)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"message": self.message}
+        for key in ("source", "line", "document", "item"):
+            if (value := getattr(self, key)) is not None:
+                out[key] = value
+        return out
+
+
+@dataclass
 class CheckResult:
     document: Document
     namespace: str
@@ -60,13 +88,16 @@ class Report:
     """Everything one ``check`` run found: per-object results and per-file errors."""
 
     results: list[CheckResult] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # files that could not be read, with the reason
+    # everything that could not be checked, in the order met: files that could not be read,
+    # documents that are not Kubernetes objects, objects podgate cannot read (these also have a
+    # result with ``error``), a run that found nothing
+    errors: list[InputError] = field(default_factory=list)
     files: int = 0
     objects: int = 0  # Kubernetes objects found, of any kind
 
     @property
     def exit_code(self) -> int:
-        if self.errors or any(r.error for r in self.results):
+        if self.errors:
             return EXIT_USAGE
         return EXIT_OK if all(r.allowed for r in self.results) else EXIT_DENIED
 
@@ -74,17 +105,16 @@ class Report:
         n = len(self.results)
         denied = sum(not r.allowed and not r.error for r in self.results)
         warned = sum(r.warned for r in self.results)
-        bad = len(self.errors) + sum(bool(r.error) for r in self.results)
+        bad = len(self.errors)
         text = f"{n} object{'s' if n != 1 else ''} checked: {denied} denied, {warned} warned"
         return text + (f", {bad} not checked (errors)" if bad else "")
 
     def to_json(self) -> dict[str, Any]:
         denied = sum(not r.allowed and not r.error for r in self.results)
         return {"results": [r.to_json() for r in self.results],
-                "errors": [{"message": e} for e in self.errors],
+                "errors": [e.to_json() for e in self.errors],
                 "summary": {"files": self.files, "objects": len(self.results), "denied": denied,
-                            "warned": sum(r.warned for r in self.results),
-                            "errors": len(self.errors) + sum(bool(r.error) for r in self.results)}}
+                            "warned": sum(r.warned for r in self.results), "errors": len(self.errors)}}
 
 
 def check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool) -> CheckResult:
@@ -111,18 +141,18 @@ def load(paths: Sequence[str], report: Report, labels: StaticNamespaceLabels) ->
         try:
             sources = list(iter_files([path]))
         except ManifestError as exc:
-            report.errors.append(str(exc))
+            report.errors.append(InputError(str(exc), exc.source, exc.line))
             continue
         for source in sources:
             report.files += 1
             try:
                 found = read_documents(source)
             except ManifestError as exc:
-                report.errors.append(str(exc))
+                report.errors.append(InputError(str(exc), exc.source, exc.line))
                 continue
             for doc in found:
                 if (problem := doc.problem) is not None:
-                    report.errors.append(f"{doc.source}:{doc.line}: {doc.where}: {problem}")
+                    report.errors.append(InputError.at(doc, problem))
                 else:
                     docs.append(doc)
     report.objects = len(docs)
@@ -147,8 +177,11 @@ def run(paths: Sequence[str], ctx: Context, labels: StaticNamespaceLabels, names
     report = Report()
     docs = load(paths, report, labels)
     if not docs and not report.errors:
-        report.errors.append(nothing_found(paths, report.files))
+        report.errors.append(InputError(nothing_found(paths, report.files)))
     report.results = [check_document(d, ctx, namespace, inject) for d in docs if d.has_pod]
+    for r in report.results:
+        if r.error:  # also on stderr: the report on stdout may go to a file or a pipe
+            report.errors.append(InputError.at(r.document, f"{r.document.kind} {r.namespace}/{r.name}: {r.error}"))
     return report
 
 
@@ -183,6 +216,6 @@ def print_text(report: Report, out: TextIO | None = None, colour: bool = False) 
     out.write(report.summary() + "\n")
 
 
-def print_errors(errors: Iterable[str], err: TextIO | None = None) -> None:
+def print_errors(errors: Iterable[InputError | str], err: TextIO | None = None) -> None:
     for message in errors:
         (err or sys.stderr).write(f"podgate: {message}\n")

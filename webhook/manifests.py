@@ -37,6 +37,11 @@ TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
 class ManifestError(PodgateError):
     """A file cannot be read or parsed; the message names the file (and line)."""
 
+    def __init__(self, message: str, source: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.line = line
+
 
 @dataclass
 class Document:
@@ -165,7 +170,7 @@ def iter_files(paths: Sequence[str]) -> Iterator[str]:
         elif path.exists():
             yield raw
         else:
-            raise ManifestError(f"{raw}: no such file or directory")
+            raise ManifestError(f"{raw}: no such file or directory", raw)
 
 
 def read_documents(source: str) -> list[Document]:
@@ -177,7 +182,7 @@ def read_documents(source: str) -> list[Document]:
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{label}: cannot read: {exc}") from exc
+        raise ManifestError(f"{label}: cannot read: {exc}", label) from exc
     out: list[Document] = []
     loader = yaml.SafeLoader(text)
     try:
@@ -190,8 +195,10 @@ def read_documents(source: str) -> list[Document]:
             index += 1
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark else label
-        raise ManifestError(f"{where}: invalid YAML/JSON: {getattr(exc, 'problem', None) or exc}") from exc
+        line = mark.line + 1 if mark else None
+        where = f"{label}:{line}" if line else label
+        raise ManifestError(f"{where}: invalid YAML/JSON: {getattr(exc, 'problem', None) or exc}", label,
+                            line) from exc
     finally:
         loader.dispose()
     return out
