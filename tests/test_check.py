@@ -323,6 +323,33 @@ def test_other_kinds_and_empty_documents_are_skipped(tmp_path: Path, capsys: pyt
     assert (code, err) == (1, "")
 
 
+def test_a_pod_named_by_the_api_server_shows_as_review_names_it(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A Pod with only generateName is "web-<generated>" in check's text and JSON, as in the
+    denial message that review (and the server) write for it."""
+    pod = obj("Pod", "x")
+    pod["metadata"] = {"generateName": "web-"}
+    nameless = obj("Pod", "x")
+    del nameless["metadata"]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump_all([pod, nameless]))
+    code, out, _ = run(capsys, "--no-inject", str(tmp_path / "p.yaml"))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == f"{tmp_path / 'p.yaml'} [document 0] Pod default/web-<generated>: DENIED"
+    assert f"{tmp_path / 'p.yaml'} [document 1] Pod default/<unnamed>: DENIED" in lines
+    code, out, _ = run(capsys, "--no-inject", "-o", "json", str(tmp_path / "p.yaml"))
+    first, second = json.loads(out)["results"]
+    assert (first["name"], second["name"]) == ("web-<generated>", "<unnamed>")
+
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                          "namespace": "default", "object": pod}}
+    (tmp_path / "r.json").write_text(json.dumps(review))
+    assert main(["review", str(tmp_path / "r.json")]) == 1
+    message = json.loads(capsys.readouterr().out)["response"]["status"]["message"]
+    assert '"default/web-<generated>"' in message
+
+
 def test_colour_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     class Tty(io.StringIO):
         def isatty(self) -> bool:

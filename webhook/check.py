@@ -121,16 +121,16 @@ def check_document(doc: Document, ctx: Context, default_namespace: str, inject: 
     """Mutate (unless told not to), then validate, as the API server would for this object."""
     namespace = doc.namespace(default_namespace)
     pod = doc.pod(namespace)
+    name = doc.display_name  # as the server's messages name it: web-<generated> for generateName: web-
     if pod is None:
-        return CheckResult(doc, namespace, doc.name, False, False, None,
-                           error=f"{doc.kind} {doc.name!r} has no Pod template")
+        return CheckResult(doc, namespace, name, False, False, None, error=f"{doc.kind} {name!r} has no Pod template")
     result = admit(pod_review(pod, namespace, uid="podgate-check"), "admit" if inject else "validate", ctx)
     decision = result.decision
     error = result.error
     if decision is not None and decision.reason == "malformed object" and decision.message:
         where = "object" if doc.kind == "Pod" else "Pod template"
         error = decision.message.replace("request.object", f"{where} ", 1)
-    return CheckResult(doc, namespace, doc.name, result.allowed, result.injected, decision, error)
+    return CheckResult(doc, namespace, name, result.allowed, result.injected, decision, error)
 
 
 def load(paths: Sequence[str], report: Report, labels: StaticNamespaceLabels) -> list[Document]:
