@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import functools
 import json
 import re
 from pathlib import Path
@@ -19,19 +20,24 @@ from typing import Any
 
 import helm_python as hp
 import kubernetes_validate
+from cel_expr_python import cel
 from helm_python import _native as helm_native
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kubernetes_validate.utils import SchemaNotFoundError
 
+from webhook.admission import Context, review
 from webhook.cli import build_parser
 from webhook.inject import STATUS_ANNOTATION
+from webhook.namespaces import StaticNamespaceLabels
 from webhook.pods import MIRROR_ANNOTATION
 from webhook.policy import load_policy_set
 
-from .conftest import REPO
+from .conftest import APISERVER_REVIEWS, REPO, recorded, review_for
 
 CHART = REPO / "charts" / "podgate"
 NAMESPACE = "podgate-system"
@@ -448,6 +454,223 @@ def test_mutating_match_conditions_skip_exactly_what_podgate_skips(chart, ca_pem
     assert f"'{STATUS_ANNOTATION}'" in expressions and f"'{MIRROR_ANNOTATION}'" in expressions
     assert "hostNetwork" in expressions
     assert all("matchConditions" not in h for _, h in webhooks(objects(chart, ca_pem, "minimal")))
+
+
+# --- matchConditions, evaluated as kube-apiserver does (CEL) -----------------------------------
+#
+# cel-expr-python is the CEL C++ runtime with its type checker. kube-apiserver declares a webhook's
+# `object` and `oldObject` as dyn (no schema) and `request` as an AdmissionRequest; a request is
+# sent when every condition is true, skipped when one is false, and an error applies the
+# failurePolicy (a test failure here).
+
+@functools.cache
+def _cel_env() -> Any:
+    return cel.NewEnv(variables={"object": cel.Type.DYN, "oldObject": cel.Type.DYN,
+                                 "request": cel.Type.Map(cel.Type.STRING, cel.Type.DYN)})
+
+
+@functools.cache
+def _cel_program(expression: str) -> Any:
+    return _cel_env().compile(expression)
+
+
+def sent(hook: dict[str, Any], request: dict[str, Any]) -> bool:
+    """Whether kube-apiserver calls ``hook`` for this AdmissionRequest (its rules matching)."""
+    data = {"object": request["object"], "oldObject": request.get("oldObject"), "request": request}
+    for condition in hook.get("matchConditions", []):
+        result = _cel_program(condition["expression"]).eval(data=data)
+        assert result.type() == cel.Type.BOOL, f"matchCondition {condition['name']}: {result.value()}"
+        if not result.value():
+            return False
+    return True
+
+
+def default_hooks(chart: hp.Chart, ca_pem: str) -> dict[str, dict[str, Any]]:
+    return {"mutate" if kind.startswith("Mutating") else "validate": hook
+            for kind, hook in webhooks(objects(chart, ca_pem, "defaults"))}
+
+
+MESHED = {"team-a": {"podgate.io/mesh": "enabled"}}  # as tests/data/reviews/apiserver/podgate-test.yaml
+
+
+def podgate_answer(request: dict[str, Any], webhook: str, policies: Any) -> Any:
+    outcome = review({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request},
+                     webhook, Context(policies, StaticNamespaceLabels(MESHED)))
+    assert outcome.decision is not None
+    return outcome.decision
+
+
+def test_match_conditions_compile_to_booleans(chart, ca_pem):
+    hooks = default_hooks(chart, ca_pem)
+    assert set(hooks) == {"mutate", "validate"}
+    for hook in hooks.values():
+        assert hook["matchConditions"]
+        for condition in hook["matchConditions"]:
+            assert _cel_program(condition["expression"]).return_type() == cel.Type.BOOL, condition["name"]
+
+
+def test_recorded_requests_skipped_by_match_conditions_are_ones_podgate_allows_plainly(chart, ca_pem,
+                                                                                     default_policies):
+    """Every request a real kube-apiserver sent: where the conditions skip the call, podgate would
+    have allowed it with no warning and no patch; the recorded UPDATEs, which relabel or annotate
+    a Pod, are still sent."""
+    hooks = default_hooks(chart, ca_pem)
+    checked = {"sent": 0, "skipped": 0}
+    for path in sorted(APISERVER_REVIEWS.glob("*.request.json")):
+        request = json.loads(path.read_text())["request"]
+        webhook = "mutate" if "_mutate_" in path.name else "validate"
+        hook = hooks[webhook]
+        if request["operation"] not in hook["rules"][0]["operations"]:
+            continue  # the rules never send it
+        if sent(hook, request):
+            checked["sent"] += 1
+            if request["operation"] == "UPDATE":
+                assert webhook == "validate"
+            continue
+        checked["skipped"] += 1
+        decision = podgate_answer(request, webhook, default_policies)
+        assert decision.allowed and not decision.warnings and not decision.patch, path.name
+    assert checked["sent"] >= 20
+    updates = [p for p in APISERVER_REVIEWS.glob("*_validate_UPDATE_*.request.json")]
+    assert updates and all(sent(hooks["validate"], json.loads(p.read_text())["request"]) for p in updates)
+
+
+def _update(changes: dict[str, Any], old_changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A recorded UPDATE (a label added by kubectl label) with its Pods' metadata or spec changed."""
+    request = copy.deepcopy(recorded("0018_validate_UPDATE")["request"])
+    for obj, edits in ((request["object"], changes), (request["oldObject"], old_changes or {})):
+        for dotted, value in edits.items():
+            *parents, key = dotted.split(".")
+            node = obj
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+            if value is None:
+                node.pop(key, None)
+            elif isinstance(node, list):
+                node[int(key)] = value
+            else:
+                node[key] = value
+    return request
+
+
+SAME_LABELS = {"metadata.labels": {"recorded-by": "recorder", "tier": "frontend"}}  # the object's labels
+UPDATES = [  # (changes to the object, changes to the old object, sent)
+    pytest.param({}, {**SAME_LABELS, "metadata.finalizers": ["batch.kubernetes.io/job-tracking"]}, False,
+                 id="finalizer-removed"),
+    pytest.param({"metadata.ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1",
+                                                "uid": "u", "controller": True}]}, SAME_LABELS, False,
+                 id="owner-reference-added"),
+    pytest.param({"metadata.resourceVersion": "999"}, SAME_LABELS, False, id="resource-version-only"),
+    pytest.param({"spec.containers.0.image": "nginx:1.27"}, SAME_LABELS, False, id="image-changed"),
+    pytest.param({"metadata.annotations": {}}, SAME_LABELS, False, id="empty-annotations-as-none"),
+    pytest.param({"metadata.labels": {"tier": "frontend", "recorded-by": "recorder"}}, SAME_LABELS, False,
+                 id="labels-reordered"),
+    pytest.param({}, {}, True, id="label-added"),
+    pytest.param({"metadata.labels": None}, {}, True, id="labels-all-removed"),
+    pytest.param({"metadata.labels": None}, {"metadata.labels": None}, False, id="no-labels-either-side"),
+    pytest.param({"metadata.labels": {"recorded-by": "recorder", "tier": "backend"}}, SAME_LABELS, True,
+                 id="label-value-changed"),
+    pytest.param({"metadata.annotations": {"podgate.io/inject": "true"}}, SAME_LABELS, True,
+                 id="annotation-added"),
+    pytest.param({"metadata.annotations": {"podgate.io/inject": "true"}},
+                 {**SAME_LABELS, "metadata.annotations": {"podgate.io/inject": "false"}}, True,
+                 id="annotation-changed"),
+    pytest.param({"metadata.annotations": None},
+                 {**SAME_LABELS, "metadata.annotations": {"podgate.io/inject": "false"}}, True,
+                 id="annotations-removed"),
+]
+
+
+@pytest.mark.parametrize("changes, old_changes, expected", UPDATES)
+def test_validating_webhook_gets_only_updates_that_change_labels_or_annotations(chart, ca_pem, default_policies,
+                                                                                changes, old_changes, expected):
+    request = _update(changes, old_changes)
+    assert sent(default_hooks(chart, ca_pem)["validate"], request) is expected
+    if not expected:
+        decision = podgate_answer(request, "validate", default_policies)
+        assert decision.allowed and not decision.warnings
+
+
+def test_creates_are_always_sent_to_the_validating_webhook(chart, ca_pem):
+    hook = default_hooks(chart, ca_pem)["validate"]
+    for path in sorted(APISERVER_REVIEWS.glob("*_validate_CREATE_*.request.json")):
+        request = json.loads(path.read_text())["request"]
+        assert request.get("oldObject") is None
+        assert sent(hook, request), path.name
+
+
+_label_maps = st.one_of(st.none(), st.dictionaries(
+    st.sampled_from(["app", "tier", "podgate.io/exempt", "podgate.io/mesh"]),
+    st.sampled_from(["a", "b", "true", "enabled"]), max_size=3))
+_annotation_maps = st.one_of(st.none(), st.dictionaries(
+    st.sampled_from(["podgate.io/inject", "example.com/note", "kubernetes.io/config.mirror"]),
+    st.sampled_from(["true", "false", "x"]), max_size=2))
+_PODS = {
+    "collision": [{"name": "a", "image": "a", "ports": [{"containerPort": 80}]},
+                  {"name": "b", "image": "b", "ports": [{"containerPort": 80}]}],
+    "proxy-less": [{"name": "app", "image": "app", "ports": [{"containerPort": 8080}]}],
+    "uid-clash": [{"name": "app", "image": "app", "securityContext": {"runAsUser": 1337}},
+                  {"name": "mesh-proxy", "image": "proxy", "securityContext": {"runAsUser": 1337}}],
+}
+
+
+@settings(max_examples=150, derandomize=True)
+@given(pod=st.sampled_from(sorted(_PODS)), namespace=st.sampled_from(["default", "team-a"]),
+       old_labels=_label_maps, old_annotations=_annotation_maps, new_labels=_label_maps,
+       new_annotations=_annotation_maps, relabel=st.booleans(), finalizers=st.booleans(),
+       image=st.sampled_from(["app", "app:2"]))
+def test_updates_skipped_by_match_conditions_never_change_podgate_answer(
+        chart, ca_pem, default_policies, pod, namespace, old_labels, old_annotations, new_labels, new_annotations,
+        relabel, finalizers, image):
+    """Whatever the Pod, its namespace and its metadata: an UPDATE is skipped exactly when neither
+    labels nor annotations change (absent and empty are the same), and then podgate would have
+    allowed it without a warning."""
+    def pod_object(labels: Any, annotations: Any, extra: dict[str, Any]) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": "web", "namespace": namespace, "uid": "u1", **extra}
+        if labels is not None:
+            metadata["labels"] = labels
+        if annotations is not None:
+            metadata["annotations"] = annotations
+        containers = copy.deepcopy(_PODS[pod])
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                "spec": {"containers": containers}}
+
+    old = pod_object(old_labels, old_annotations, {"finalizers": ["example.com/hold"]} if finalizers else {})
+    if relabel:
+        new = pod_object(new_labels, new_annotations, {})
+    else:
+        new = pod_object(old_labels, old_annotations, {})
+    new["spec"]["containers"][0]["image"] = image  # the one container field an UPDATE may change
+    request = review_for(new, operation="UPDATE", namespace=namespace, old=old)["request"]
+    changed = (new["metadata"].get("labels") or {}) != (old["metadata"].get("labels") or {}) \
+        or (new["metadata"].get("annotations") or {}) != (old["metadata"].get("annotations") or {})
+    assert sent(default_hooks(chart, ca_pem)["validate"], request) is changed
+    if not changed:
+        decision = podgate_answer(request, "validate", default_policies)
+        assert decision.allowed and not decision.warnings, decision.message
+
+
+@pytest.mark.parametrize("metadata, spec, expected", [
+    pytest.param({}, {}, True, id="plain-pod"),
+    pytest.param({"annotations": {STATUS_ANNOTATION: "{}"}}, {}, False, id="already-injected"),
+    pytest.param({"annotations": {MIRROR_ANNOTATION: "x", "podgate.io/inject": "true"}}, {}, False,
+                 id="mirror-pod"),
+    pytest.param({"annotations": {"podgate.io/inject": "true"}}, {"hostNetwork": True}, False, id="host-network"),
+    pytest.param({"annotations": {"podgate.io/inject": "true"}}, {"hostNetwork": False}, True,
+                 id="host-network-false"),
+    pytest.param({"annotations": {"podgate.io/inject": "true"}}, {}, True, id="opted-in"),
+])
+def test_mutating_match_conditions_skip_only_pods_podgate_never_injects(chart, ca_pem, default_policies,
+                                                                        metadata, spec, expected):
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", **metadata},
+           "spec": {"containers": [{"name": "app", "image": "app"}], **spec}}
+    request = review_for(pod, namespace="team-a")["request"]
+    assert sent(default_hooks(chart, ca_pem)["mutate"], request) is expected
+    decision = podgate_answer(request, "mutate", default_policies)
+    if not expected:
+        assert decision.allowed and not decision.patch, decision.reason
+    elif metadata or spec:
+        assert decision.patch, decision.reason  # what the conditions let through is injected
 
 
 def test_minimal_installs_only_the_validating_webhook(chart, ca_pem):
