@@ -119,6 +119,13 @@ def test_every_workload_kind_multi_document_list_and_directories(tmp_path: Path,
     assert by_kind["Deployment"]["namespace"] == "team-a" and by_kind["Job"]["namespace"] == "default"
     assert by_kind["Job"]["source"].endswith("apps/list.json") and by_kind["Job"]["document"] == 0
     assert by_kind["StatefulSet"]["document"] == 2
+    # the items of a List share its document number; item tells them apart (and only they have it)
+    assert [(by_kind[k]["document"], by_kind[k]["item"]) for k in kinds[4:]] == [(0, i) for i in range(4)]
+    assert not any("item" in by_kind[k] for k in kinds[:4])
+    assert list(by_kind["Job"])[:3] == ["source", "document", "item"]
+    code, out, _ = run(capsys, "--no-inject", str(tmp_path / "apps" / "list.json"))
+    assert f"{tmp_path / 'apps' / 'list.json'} [document 0, item 1] ReplicationController default/replicationcontroller:" \
+        in out
 
 
 def test_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

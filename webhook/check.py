@@ -72,10 +72,12 @@ class CheckResult:
         return any(f.action == "warn" for f in self.findings)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "source": self.document.source, "document": self.document.index, "kind": self.document.kind,
-            "namespace": self.namespace, "name": self.name, "allowed": self.allowed, "injected": self.injected,
-            "violations": [f.to_json() for f in self.findings]}
+        out: dict[str, Any] = {"source": self.document.source, "document": self.document.index}
+        if self.document.item is not None:  # an item of a List: the items share the document number
+            out["item"] = self.document.item
+        out.update({"kind": self.document.kind, "namespace": self.namespace, "name": self.name,
+                    "allowed": self.allowed, "injected": self.injected,
+                    "violations": [f.to_json() for f in self.findings]})
         if self.error:
             out["error"] = self.error
         elif not self.allowed and not self.findings and self.decision and self.decision.message:
@@ -205,7 +207,7 @@ def print_text(report: Report, out: TextIO | None = None, colour: bool = False) 
         else:
             verdict = c("ok", "allowed") if r.allowed else c("deny", "DENIED")
         extra = " (proxy injected)" if r.injected else ""
-        out.write(f"{r.document.source} [document {r.document.index}] {r.document.kind} {r.namespace}/{r.name}: "
+        out.write(f"{r.document.source} [{r.document.where}] {r.document.kind} {r.namespace}/{r.name}: "
                   f"{verdict}{extra}\n")
         for f in r.findings:
             out.write(f"  {c(f.action, f.action.ljust(5))} {f.violation.message}\n")

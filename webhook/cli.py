@@ -163,15 +163,15 @@ def cmd_inject(args: argparse.Namespace) -> int:
         namespace = doc.namespace(args.namespace)
         pod = doc.pod(namespace)
         if pod is None:
-            raise UsageError(f"{doc.source}: document {doc.index}: {doc.kind} {doc.name!r} has no pod template")
+            raise UsageError(f"{doc.source}: {doc.where}: {doc.kind} {doc.name!r} has no pod template")
         result = admit(pod_review(pod, namespace, uid="podgate-inject"), "mutate", ctx)
         if result.error or not result.allowed:
-            raise UsageError(f"{doc.source}: document {doc.index}: "
+            raise UsageError(f"{doc.source}: {doc.where}: "
                              f"{result.error or result.status.get('message', 'denied')}")
         out.append(doc.with_pod(result.object) if result.injected else doc.obj)
         if not result.injected:
             reason = result.decision.reason if result.decision else "not injected"
-            print(f"{doc.source} [document {doc.index}] {doc.kind} {doc.name}: {reason}", file=sys.stderr)
+            print(f"{doc.source} [{doc.where}] {doc.kind} {doc.name}: {reason}", file=sys.stderr)
     sys.stdout.write(dump_documents(out))
     return EXIT_OK
 
