@@ -206,6 +206,15 @@ def test_every_object_is_namespaced_to_the_release_or_cluster_scoped(rendered):
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
 
 
+def test_chart_requires_the_kubernetes_version_its_objects_are_checked_against(chart):
+    """matchConditions are GA from 1.30: Helm refuses to install the chart on an older cluster
+    (helm template --kube-version 1.29.9 fails too; the Helm SDK's render, used here, does not
+    check it), and 1.30 is the oldest schema every object is validated against."""
+    oldest = min(KUBE_VERSIONS, key=lambda v: tuple(map(int, v.split("."))))
+    assert oldest == "1.30"
+    assert chart.metadata["kubeVersion"] == f">={oldest}.0-0"  # -0: provider builds, v1.30.4-eks-...
+
+
 def test_helm_lint_is_clean():
     result = hp.lint(str(CHART), {}, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
     assert result["errors"] == []
