@@ -82,7 +82,7 @@ def test_proxy_placement(case: Path) -> None:
     golden = yaml.safe_load(case.with_name(case.name + ".injected").read_text())
     status = (golden["metadata"].get("annotations") or {}).get("podgate.io/status")
     own_init = [c["name"] for c in pod["spec"].get("initContainers") or []]
-    own_app = [c["name"] for c in pod["spec"]["containers"]]
+    own_app = [c["name"] for c in pod["spec"].get("containers") or []]
     if status is None:
         assert golden == pod
         return
@@ -100,6 +100,46 @@ def test_proxy_placement(case: Path) -> None:
     assert security["runAsUser"] == proxy.uid and security["runAsNonRoot"] is True
     assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]
     assert record["profile"] and len(record["hash"]) == 16
+
+
+# --- every array and object the patch adds to may be missing, null or empty in the Pod -----------
+
+BARE_SPECS = {
+    "no-containers": {},
+    "null-containers": {"containers": None},
+    "empty-containers": {"containers": []},
+    "null-init-and-volumes": {"containers": [{"name": "app", "image": "example/app:1"}],
+                              "initContainers": None, "volumes": None},
+    "empty-init-and-volumes": {"containers": [{"name": "app", "image": "example/app:1"}],
+                               "initContainers": [], "volumes": []},
+}
+BARE_METADATA = {
+    "no-annotations": {"name": "bare", "namespace": "meshed"},
+    "null-annotations": {"name": "bare", "namespace": "meshed", "annotations": None},
+    "empty-annotations": {"name": "bare", "namespace": "meshed", "annotations": {}},
+}
+
+
+@pytest.mark.parametrize("policies", ["default", "classic"])
+@pytest.mark.parametrize("spec", BARE_SPECS.values(), ids=BARE_SPECS)
+@pytest.mark.parametrize("metadata", BARE_METADATA.values(), ids=BARE_METADATA)
+def test_the_patch_applies_to_whatever_the_pod_lacks(policies: str, spec: dict[str, Any],
+                                                     metadata: dict[str, Any]) -> None:
+    """RFC 6902 cannot append to an array that is not there (``/spec/containers/-`` on a Pod
+    without containers): such arrays, and the annotations object, are added whole."""
+    import copy
+
+    policy_set = policies_for(INJECT / f"{policies}.yaml")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": copy.deepcopy(metadata), "spec": copy.deepcopy(spec)}
+    decision = mutate(pod, policy_set)
+    assert decision.allowed and decision.patch, decision.message
+    got = jsonpatch.apply_patch(pod, decision.patch)  # raises where the API server would refuse
+    proxy = policy_set.governing("meshed", None).mesh.profile.proxy.name
+    where = "containers" if policies == "classic" else "initContainers"
+    assert proxy in [c["name"] for c in got["spec"][where]]
+    assert [v["name"] for v in got["spec"]["volumes"]] == ["mesh-proxy-data", "mesh-proxy-token"]
+    assert "podgate.io/status" in got["metadata"]["annotations"]
+    assert not mutate(got, policy_set).patch
 
 
 # --- the served /mutate and `podgate inject` agree with the golden files, byte for byte ---------

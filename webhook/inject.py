@@ -294,7 +294,11 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
         else:
             ops.append({"op": "add", "path": "/spec/initContainers", "value": head})
     if inj.mode == "classic":
-        ops.append({"op": "add", "path": "/spec/containers/-", "value": proxy})
+        # RFC 6902 appends ("-") to an array that exists only: a missing, null or empty one is added whole.
+        if spec.get("containers"):
+            ops.append({"op": "add", "path": "/spec/containers/-", "value": proxy})
+        else:
+            ops.append({"op": "add", "path": "/spec/containers", "value": [proxy]})
 
     if inj.volumes:
         existing_volumes = spec.get("volumes") or []
