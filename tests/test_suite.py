@@ -179,10 +179,18 @@ def test_init_from_a_request_and_a_manifest_then_a_policy_change_fails_it(
     assert data["cases"][1]["expect"] == {"allowed": True, "rules": [], "warnings": [], "injected": False}
     assert (suite / "requests" / "port-collision.json").exists()
 
-    # a comment survives a second --init, and names stay unique
+    # the same request again is no new case; through the other webhook it is, under a free name,
+    # and a comment survives
     text = (suite / "podgate-test.yaml").read_text()
     (suite / "podgate-test.yaml").write_text("# reviewed by the platform team\n" + text)
     code, out, _ = run(capsys, "test", "--policies", str(policies), str(suite), "--init", str(request))
+    assert code == 0
+    assert out.splitlines() == [
+        f"skipped {request}: the suite already has case 'port-collision' for it (webhook validate)",
+        f"no case added to {suite / 'podgate-test.yaml'}: it already has them all"]
+    assert (suite / "podgate-test.yaml").read_text() == "# reviewed by the platform team\n" + text
+    code, out, _ = run(capsys, "test", "--policies", str(policies), str(suite), "--init", str(request),
+                       "--webhook", "mutate")
     assert code == 0 and "added case 'port-collision-2'" in out
     assert (suite / "podgate-test.yaml").read_text().startswith("# reviewed by the platform team\n")
 
@@ -195,7 +203,7 @@ def test_init_from_a_request_and_a_manifest_then_a_policy_change_fails_it(
     assert code == 1
     assert "  FAIL port-collision  (" in out
     assert "allowed: expected false, got true (allowed)" in out
-    assert out.splitlines()[-1] == "3 cases: 1 passed, 2 failed"
+    assert out.splitlines()[-1] == "3 cases: 2 passed, 1 failed"
 
 
 def test_init_injected_manifest_writes_a_golden_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -250,6 +258,68 @@ def test_init_makes_one_case_per_pod_of_a_multi_document_manifest(
     assert run(capsys, "test", str(suite), "--init", str(other))[0] == 0
     assert yaml.safe_load((suite / "podgate-test.yaml").read_text())["cases"][-1]["manifest"] == "manifests/apps-2.yaml"
     assert run(capsys, "test", str(suite))[0] == 0
+
+
+def two_port_pod(name: str, port: int) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "a", "image": "a", "ports": [{"containerPort": 80}]},
+                                    {"name": "b", "image": "b", "ports": [{"containerPort": port}]}]}}
+
+
+def test_init_on_a_list_writes_cases_the_suite_accepts_and_skips_them_the_second_time(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A List of several Pods shares one document number: each case names its item too."""
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+    pods = {"apiVersion": "v1", "kind": "List", "items": [two_port_pod("clash", 80), cm, two_port_pod("ok", 81)]}
+    manifest = tmp_path / "multi.yaml"
+    manifest.write_text(yaml.safe_dump_all([cm, two_port_pod("single", 82), pods]))
+    suite = tmp_path / "suite"
+    code, out, _ = run(capsys, "test", str(suite), "--init", str(manifest))
+    assert code == 0, out
+    cases = yaml.safe_load((suite / "podgate-test.yaml").read_text())["cases"]
+    assert [(c["name"], c["document"], c.get("item"), c["expect"]["allowed"]) for c in cases] == \
+        [("multi-1", 1, None, True), ("multi-2-0", 2, 0, False), ("multi-2-2", 2, 2, True)]
+    code, out, err = run(capsys, "test", str(suite))
+    assert code == 0, out + err
+    assert out.splitlines()[-1] == "3 cases: 3 passed, 0 failed"
+
+    # again: nothing is added twice, and the run says so
+    before = (suite / "podgate-test.yaml").read_text()
+    code, out, _ = run(capsys, "test", str(suite), "--init", str(manifest))
+    assert code == 0
+    assert out.splitlines() == [
+        f"skipped {manifest} [document 1]: the suite already has case 'multi-1' for it (webhook admit)",
+        f"skipped {manifest} [document 2, item 0]: the suite already has case 'multi-2-0' for it (webhook admit)",
+        f"skipped {manifest} [document 2, item 2]: the suite already has case 'multi-2-2' for it (webhook admit)",
+        f"no case added to {suite / 'podgate-test.yaml'}: it already has them all"]
+    assert (suite / "podgate-test.yaml").read_text() == before
+    # another namespace or another webhook is another case
+    code, out, _ = run(capsys, "test", str(suite), "--init", str(manifest), "--webhook", "validate")
+    assert code == 0 and out.count("added case") == 3 and "skipped" not in out
+    assert run(capsys, "test", str(suite))[0] == 0
+
+
+@pytest.mark.parametrize(("pick", "message"), [
+    ("    document: 0\n", "document 0 of {file} must hold exactly one Pod or workload, found 2; it is a List: "
+                         "pick one with item: N"),
+    ("    document: 0\n    item: 5\n", "document 0 item 5 of {file} must hold exactly one Pod or workload, found 0"),
+    ("", "{file} must hold exactly one Pod or workload, found 2; pick one with document: N"),
+])
+def test_a_manifest_case_must_pick_one_item_of_a_list(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      pick: str, message: str) -> None:
+    (tmp_path / "list.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "List", "items": [two_port_pod("a", 80), two_port_pod("b", 81)]}))
+    (tmp_path / "podgate-test.yaml").write_text(
+        "apiVersion: podgate.io/v1alpha1\nkind: TestSuite\ncases:\n  - name: a\n    manifest: list.yaml\n"
+        + pick + "    expect: {allowed: true}\n")
+    code, _, err = run(capsys, "test", str(tmp_path))
+    assert code == 2
+    assert f"podgate-test.yaml:5: /cases/0/manifest: {message.format(file=tmp_path / 'list.yaml')}" in err, err
+    (tmp_path / "podgate-test.yaml").write_text(
+        "apiVersion: podgate.io/v1alpha1\nkind: TestSuite\ncases:\n  - name: a\n    manifest: list.yaml\n"
+        "    document: 0\n    item: 1\n    expect: {allowed: true}\n")
+    code, out, err = run(capsys, "test", str(tmp_path))
+    assert code == 0, out + err
 
 
 def test_a_request_file_that_is_not_an_admission_review(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -228,15 +228,20 @@ def _test_init(args: argparse.Namespace, runner: suite.Runner) -> int:
     target = Path(args.dir)
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target}: --init writes into a suite directory; give a directory")
-    suite_file, cases = suite.init_cases(args.init, target, runner, args.webhook, args.namespace)
+    suite_file, cases, skipped = suite.init_cases(args.init, target, runner, args.webhook, args.namespace)
     suite.append_cases(suite_file, cases)
+    for line in skipped:
+        print(f"skipped {line}")
     for case in cases:
         expect = case["expect"]
         verdict = "rejected" if "error" in expect else ("allowed" if expect["allowed"] else "denied")
         rules = ", ".join(expect.get("rules", [])) or "no rules fired"
         print(f"added case {case['name']!r} to {suite_file}: {verdict} ({rules})")
-    print("the expectations are what podgate answers today: review them, then run podgate test "
-          f"{args.dir}")
+    if cases:
+        print("the expectations are what podgate answers today: review them, then run podgate test "
+              f"{args.dir}")
+    else:
+        print(f"no case added to {suite_file}: it already has them all")
     return EXIT_OK
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from .admission import Context
 from .errors import PodgateError
-from .manifests import ManifestError, read_documents
+from .manifests import Document, ManifestError, read_documents
 from .namespaces import StaticNamespaceLabels
 from .offline import Admission, Step, admit, pod_review
 from .policy import PolicySet, explain_schema_error, load_policy_set, schema_validator
@@ -62,6 +62,12 @@ class Case:
     labels: dict[str, dict[str, str]]
     patched: Any = None  # the golden object, when expect.patched is given
     patched_file: Path | None = None
+    # what the case sends, for --init to recognise a case it would write again: the input file
+    # (resolved), document, List item, webhook and namespace; None for an inline object
+    input_key: InputKey | None = None
+
+
+InputKey = tuple[str, Path, int | None, int | None, str, str]
 
 
 @dataclass
@@ -138,7 +144,10 @@ def _load_case(path: Path, doc: YamlDocument, i: int, raw: Mapping[str, Any],
     base = path.parent
     at = ["cases", i]
     where = _where(path, doc, at)
+    key: InputKey | None = None
+    step = raw.get("webhook", "validate" if "request" in raw else "admit")
     if "request" in raw:
+        key = ("request", (base / raw["request"]).resolve(), None, None, step, "")
         found = _read_structured(base / raw["request"], "request file", _where(path, doc, at + ["request"]))
         if len(found) != 1 or not isinstance(found[0], dict):
             raise SuiteError(f"{_where(path, doc, at + ['request'])}: {raw['request']} must hold one "
@@ -149,14 +158,18 @@ def _load_case(path: Path, doc: YamlDocument, i: int, raw: Mapping[str, Any],
                              f"{body.get('kind') or 'object without kind'}, not an AdmissionReview "
                              "(use manifest: for a Pod or workload, or expect.error for a request podgate must reject)")
     else:
+        namespace = raw.get("namespace", "default")
         if "manifest" in raw:
-            obj = _manifest_object(base / raw["manifest"], raw.get("document"), _where(path, doc, at + ["manifest"]))
+            picked = _manifest_object(base / raw["manifest"], raw.get("document"), raw.get("item"),
+                                      _where(path, doc, at + ["manifest"]))
+            key = ("manifest", (base / raw["manifest"]).resolve(), picked.index, picked.item, step, namespace)
+            obj = picked.obj
         else:
             obj = raw["object"]
-        body, default_step = _manifest_review(obj, raw.get("namespace", "default"), where), "admit"
+        body, default_step = _manifest_review(obj, namespace, where), "admit"
     expect = dict(raw["expect"])
     case = Case(raw["name"], path, doc.line(at), raw.get("webhook", default_step), body, expect,
-                {**suite_labels, **(raw.get("namespaceLabels") or {})})
+                {**suite_labels, **(raw.get("namespaceLabels") or {})}, input_key=key)
     golden = expect.get("patched")
     if isinstance(golden, str):
         case.patched_file = base / golden
@@ -171,23 +184,31 @@ def _load_case(path: Path, doc: YamlDocument, i: int, raw: Mapping[str, Any],
     return case
 
 
-def _manifest_object(file: Path, index: int | None, where: str) -> Any:
+def _manifest_object(file: Path, index: int | None, item: int | None, where: str) -> Document:
+    """The one Pod or workload of a manifest file that ``document``/``item`` pick."""
     try:
         docs = [d for d in read_documents(str(file)) if d.has_pod]
     except ManifestError as exc:
         raise SuiteError(f"{where}: {exc}") from None
     if index is not None:
         docs = [d for d in docs if d.index == index]
+    if item is not None:
+        docs = [d for d in docs if d.item == item]
     if len(docs) != 1:
-        which = f"document {index} of {file}" if index is not None else str(file)
-        raise SuiteError(f"{where}: {which} must hold exactly one Pod or workload, found {len(docs)}"
-                         + ("" if index is not None else "; pick one with document: N"))
-    return docs[0].obj
+        which = " ".join(filter(None, [f"document {index}" if index is not None else "",
+                                       f"item {item}" if item is not None else ""]))
+        which = f"{which} of {file}" if which else str(file)
+        if index is None:
+            hint = "; pick one with document: N"
+        elif item is None and len({d.item for d in docs}) > 1:
+            hint = "; it is a List: pick one with item: N"
+        else:
+            hint = ""
+        raise SuiteError(f"{where}: {which} must hold exactly one Pod or workload, found {len(docs)}{hint}")
+    return docs[0]
 
 
 def _manifest_review(obj: Any, namespace: str, where: str) -> dict[str, Any]:
-    from .manifests import Document
-
     doc = Document("", 0, obj)
     if not doc.has_pod:
         raise SuiteError(f"{where}: the manifest is a {doc.kind or 'object without kind'}, not a Pod or workload")
@@ -410,12 +431,28 @@ def _copy_in(path: Path, suite_dir: Path, sub: str) -> str:
     return f"{sub}/{target.name}"
 
 
-def _inputs(path: Path, namespace: str) -> list[tuple[dict[str, Any], bool, int | None]]:
-    """(AdmissionReview, is a recorded request, document index) for each case a file yields:
-    one for a request, one per Pod or workload for a manifest."""
+@dataclass
+class _Input:
+    """One case a file yields: the AdmissionReview, and where in the file it comes from."""
+
+    body: dict[str, Any]
+    is_request: bool
+    document: int | None = None  # the document number and List item of a manifest's object
+    item: int | None = None
+    pick: bool = False  # the file holds several Pods or workloads: the case must say which
+
+    def label(self, path: Path) -> str:
+        if self.is_request:
+            return str(path)
+        where = f"document {self.document}" + (f", item {self.item}" if self.item is not None else "")
+        return f"{path} [{where}]"
+
+
+def _inputs(path: Path, namespace: str) -> list[_Input]:
+    """The cases a file yields: one for a request, one per Pod or workload for a manifest."""
     docs = _read_structured(path, "file", str(path))
     if len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("kind") == "AdmissionReview":
-        return [(docs[0], True, None)]
+        return [_Input(docs[0], True)]
     try:
         pods = [d for d in read_documents(str(path)) if d.has_pod]
     except ManifestError as exc:
@@ -423,52 +460,69 @@ def _inputs(path: Path, namespace: str) -> list[tuple[dict[str, Any], bool, int 
     if not pods:
         raise SuiteError(f"{path}: neither an AdmissionReview nor a manifest with a Pod or workload")
     many = len(pods) > 1
-    return [(_manifest_review(d.obj, namespace, f"{path}: document {d.index}"), False, d.index if many else None)
+    return [_Input(_manifest_review(d.obj, namespace, f"{path}: {d.where}"), False, d.index, d.item, many)
             for d in pods]
 
 
 def init_cases(sources: list[str], suite_dir: Path, runner: Runner, step: Step | None = None,
-               namespace: str = "default") -> tuple[Path, list[dict[str, Any]]]:
+               namespace: str = "default") -> tuple[Path, list[dict[str, Any]], list[str]]:
     """Make a case for each recorded request, and for each Pod or workload of each manifest, with
     the expectation prefilled with today's answer.
 
     Files outside the suite directory are copied into it (requests/, manifests/); injected Pods
-    get a golden file under golden/. Returns the suite file and the new cases (not yet written).
+    get a golden file under golden/. An input the suite already has a case for (same file,
+    document, List item, webhook and namespace) gets no second one. Returns the suite file, the
+    new cases (not yet written) and a line for each input skipped that way.
     """
     suite_file = next((suite_dir / n for n in SUITE_NAMES if (suite_dir / n).exists()), suite_dir / SUITE_NAMES[0])
     existing = load_suite(suite_file) if suite_file.exists() else None
     taken = {c.name for c in existing.cases} if existing else set()
+    have: dict[InputKey, str] = {c.input_key: c.name for c in existing.cases if c.input_key} if existing else {}
     policies = runner.policies(existing) if existing else load_policy_set(runner.override)
     ctx = Context(policies, StaticNamespaceLabels(existing.labels if existing else {}))
-    new = []
+    new, skipped = [], []
     for source in sources:
         path = Path(source)
         inputs = _inputs(path, namespace)
-        is_request = inputs[0][1]
+        is_request = inputs[0].is_request
         key, ref = ("request", _copy_in(path, suite_dir, "requests")) if is_request \
             else ("manifest", _copy_in(path, suite_dir, "manifests"))
         this_step = _step_for(path, step, is_request)
-        for body, _, document in inputs:
-            name = _case_name(path.stem if document is None else f"{path.stem}-{document}", taken)
-            result = admit(body, this_step, ctx)
+        for found in inputs:
+            input_key: InputKey = (key, (suite_dir / ref).resolve(), found.document, found.item, this_step,
+                                   "" if is_request else namespace)
+            if input_key in have:
+                skipped.append(f"{found.label(path)}: the suite already has case {have[input_key]!r} for it "
+                               f"(webhook {this_step})")
+                continue
+            stem = path.stem
+            if found.pick:
+                stem += f"-{found.document}" + (f"-{found.item}" if found.item is not None else "")
+            name = _case_name(stem, taken)
+            have[input_key] = name
+            result = admit(found.body, this_step, ctx)
             golden = None
             if result.injected:
                 golden = f"golden/{name}.yaml"
                 write_golden(suite_dir / golden, result.object)
             case: dict[str, Any] = {"name": name, key: ref}
-            if document is not None:
-                case["document"] = document
+            if found.pick:
+                case["document"] = found.document
+                if found.item is not None:
+                    case["item"] = found.item
             if is_request or this_step != "admit":
                 case["webhook"] = this_step
             if not is_request and namespace != "default":
                 case["namespace"] = namespace
             case["expect"] = expectation(result, golden)
             new.append(case)
-    return suite_file, new
+    return suite_file, new, skipped
 
 
 def append_cases(suite_file: Path, cases: list[dict[str, Any]]) -> None:
     """Add cases to a suite file, keeping its comments and layout (a new file if there is none)."""
+    if not cases:
+        return
     dumped = yaml.safe_dump(cases, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120)
     if not suite_file.exists():
         suite_file.parent.mkdir(parents=True, exist_ok=True)
