@@ -127,11 +127,23 @@ _rendered: dict[str, list[dict[str, Any]]] = {}
 PROMETHEUS_OPERATOR = ("monitoring.coreos.com/v1", "monitoring.coreos.com/v1/ServiceMonitor")
 
 
+IMAGE = "registry.example.com/podgate"  # the chart has no default: there is no published image
+
+
+def with_image(values: dict[str, Any]) -> dict[str, Any]:
+    values = copy.deepcopy(values)
+    values.setdefault("image", {}).setdefault("repository", IMAGE)
+    return values
+
+
 def render_manifests(chart: hp.Chart, values: dict[str, Any], *, api_versions: tuple[str, ...] = PROMETHEUS_OPERATOR,
-                     kube_version: str | None = None) -> dict[str, str]:
+                     kube_version: str | None = None, image: bool = True) -> dict[str, str]:
     """``chart.render`` with the capabilities ``helm template --api-versions/--kube-version`` set:
     the Helm C library takes them as render options, helm_python's Chart.render does not pass them.
-    Without ``kube_version`` the library's default (a recent Kubernetes) applies."""
+    Without ``kube_version`` the library's default (a recent Kubernetes) applies. ``image``: give
+    image.repository unless the values do."""
+    if image:
+        values = with_image(values)
     options: dict[str, Any] = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True,
                                "api_versions": list(api_versions)}
     if kube_version is not None:
@@ -325,7 +337,22 @@ def test_schema_refuses_what_is_not_a_kubernetes_quantity(chart, quantity):
 def test_values_the_schema_cannot_judge_fail_the_render_with_a_message(chart, values, message):
     """JSON Schema cannot compare two values, nor name a key in its message: the templates do."""
     with pytest.raises(hp.HelmRenderError, match=re.escape(message)):
-        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        render(chart, values)
+
+
+@pytest.mark.parametrize("values", [{}, {"image": {"repository": ""}}, {"image": {"tag": "0.1.0"}}],
+                         ids=["defaults", "empty", "tag-only"])
+def test_install_without_an_image_fails_with_a_message(chart, values):
+    """No published image: rather than a Deployment that cannot pull its image while the
+    validating webhook, failing closed, blocks Pods cluster-wide, a clear failure at install."""
+    with pytest.raises(hp.HelmRenderError, match=re.escape("image.repository is required: there is no published")):
+        render(chart, values, image=False)
+
+
+def test_image_is_the_repository_with_the_app_version_or_the_tag(chart):
+    assert container(render(chart, {}))["image"] == f"{IMAGE}:{chart.metadata['appVersion']}"
+    given = render(chart, {"image": {"repository": "r.example/p", "tag": "dev"}})
+    assert container(given)["image"] == "r.example/p:dev"
 
 
 def test_equal_autoscaling_bounds_and_other_pod_labels_render(chart):
@@ -413,6 +440,17 @@ def test_the_readme_documents_every_value():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     missing = [p for p in leaf_paths(values) if f"`{p}`" not in readme]
     assert missing == [], f"chart README.md values table lacks {missing}"
+
+
+def test_the_readme_links_only_to_its_own_sections():
+    readme = (CHART / "README.md").read_text()
+
+    def slug(heading: str) -> str:  # GitHub's anchors: lower case, punctuation dropped, spaces to -
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    anchors = {slug(h) for h in re.findall(r"^#+ (.+)$", readme, re.M)}
+    links = set(re.findall(r"\]\(#([^)]+)\)", readme))
+    assert links and links <= anchors, links - anchors
 
 
 # --- webhooks ---------------------------------------------------------------------------------

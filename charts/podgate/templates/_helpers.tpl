@@ -64,8 +64,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
 {{- end }}
 
+{{/* No default repository: the validating webhook fails closed from the moment it exists, so
+     a Deployment whose image cannot be pulled would block Pods cluster-wide. Better to fail here. */}}
 {{- define "podgate.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repository := required "image.repository is required: there is no published podgate image. Build one from the repository's Dockerfile, push it where the cluster can pull it, and set image.repository (see the chart's README)" .Values.image.repository }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
 {{/* Seconds from SIGTERM to a stopped server: the readiness drain, then gunicorn's graceful stop,
