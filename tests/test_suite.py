@@ -137,6 +137,22 @@ MALFORMED = [
     pytest.param("{head}cases:\n  - name: a\n   request: r.json\n", "podgate-test.yaml:8: invalid YAML:", id="bad-yaml"),
     pytest.param("{head}cases:\n  - name: a\n    object: {{kind: ConfigMap}}\n    expect: {{allowed: true}}\n",
                  "/cases/0: the manifest is a ConfigMap, not a Pod or workload", id="not-a-pod"),
+    # an unknown rule ID would make the expectation pass (doesNotFire) or fail (fires) forever
+    pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    expect: {{allowed: false, doesNotFire: "
+                 "[port-colision]}}\n",
+                 'podgate-test.yaml:9: /cases/0/expect/doesNotFire/0: unknown rule "port-colision"; did you mean '
+                 '"port-collision"?', id="unknown-rule-in-doesNotFire"),
+    pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    expect:\n      fires:\n        - port-collision\n"
+                 "        - proxy-uid-conflicts\n",
+                 'podgate-test.yaml:12: /cases/0/expect/fires/1: unknown rule "proxy-uid-conflicts"; did you mean '
+                 '"proxy-uid-conflict"?', id="unknown-rule-in-fires"),
+    pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    expect: {{rules: [no-such-rule]}}\n",
+                 'podgate-test.yaml:9: /cases/0/expect/rules/0: unknown rule "no-such-rule" (known rules: podgate '
+                 'explain)', id="unknown-rule-in-rules"),
+    pytest.param("{head}cases:\n  - name: a\n    request: r.json\n    expect:\n      violations:\n"
+                 "        - {{rule: host-port-colision, port: 80}}\n",
+                 'podgate-test.yaml:11: /cases/0/expect/violations/0/rule: unknown rule "host-port-colision"; did you '
+                 'mean "host-port-collision"?', id="unknown-rule-in-violations"),
 ]
 
 
@@ -152,6 +168,18 @@ def test_malformed_suite_exits_2_naming_file_line_and_path(tmp_path: Path, capsy
     assert message.format(dir=tmp_path) in err, err
     assert str(tmp_path) in err
     assert "Traceback" not in err
+
+
+def test_every_unknown_rule_of_a_suite_is_named_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = copy_rules_suite(tmp_path)
+    set_expect(suite / "podgate-test.yaml", "port-collision-denied", doesNotFire=["port-colision"])
+    set_expect(suite / "podgate-test.yaml", "kube-system-is-exempt", fires=["missing-proxi"])
+    code, out, err = run(capsys, "test", str(suite))
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2
+    assert '/expect/doesNotFire/0: unknown rule "port-colision"; did you mean "port-collision"?' in lines[0]
+    assert '/expect/fires/0: unknown rule "missing-proxi"; did you mean "missing-proxy"?' in lines[1]
 
 
 def test_no_suite_found_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

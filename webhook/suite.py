@@ -21,10 +21,12 @@ import yaml
 
 from .admission import Context
 from .errors import PodgateError
+from .explain import unknown_rule_message
 from .manifests import Document, ManifestError, read_documents
 from .namespaces import StaticNamespaceLabels
 from .offline import Admission, Step, admit, pod_review
 from .policy import PolicySet, explain_schema_error, load_policy_set, schema_validator
+from .rules import RULES
 from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 
 SUITE_NAMES = ("podgate-test.yaml", "podgate-test.yml")
@@ -115,6 +117,8 @@ def load_suite(path: Path, update_golden: bool = False) -> Suite:
     if errors:
         raise SuiteError("\n".join(_schema_message(path, doc, e) for e in errors))
     data = doc.data
+    if unknown := list(_unknown_rules(path, doc)):
+        raise SuiteError("\n".join(unknown))
     base = path.parent
     policies = (base / data["policies"]).resolve() if data.get("policies") else None
     if policies is not None and not policies.is_dir():
@@ -127,6 +131,22 @@ def load_suite(path: Path, update_golden: bool = False) -> Suite:
         names.add(raw["name"])
         cases.append(_load_case(path, doc, i, raw, labels, update_golden))
     return Suite(path, data.get("name") or str(path), policies, cases, labels)
+
+
+def _unknown_rules(path: Path, doc: YamlDocument) -> Iterator[str]:
+    """Rule IDs in expectations that no rule has: such an expectation can never fail (doesNotFire)
+    or never pass (fires), so it is a malformed suite, named like a schema error. The rule
+    registry is the one list of rule IDs."""
+    for i, case in enumerate(doc.data["cases"]):
+        expect = case["expect"]
+        for key in ("rules", "fires", "doesNotFire"):
+            for j, rule_id in enumerate(expect.get(key, [])):
+                if rule_id not in RULES:
+                    yield f"{_where(path, doc, ['cases', i, 'expect', key, j])}: {unknown_rule_message(rule_id)}"
+        for j, violation in enumerate(expect.get("violations", [])):
+            if violation["rule"] not in RULES:
+                yield (f"{_where(path, doc, ['cases', i, 'expect', 'violations', j, 'rule'])}: "
+                       f"{unknown_rule_message(violation['rule'])}")
 
 
 def _schema_message(path: Path, doc: YamlDocument, error: jsonschema.ValidationError) -> str:
