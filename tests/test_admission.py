@@ -181,3 +181,15 @@ def test_mutate_rejects_an_invalid_override(ctx: Context) -> None:
     response = answer(review_for(obj, namespace="meshed"), ctx, "mutate")["response"]
     assert response["allowed"] is False
     assert 'podgate.io/proxy-cpu: "lots" is not a Kubernetes quantity' in response["status"]["message"]
+
+
+def test_mutate_and_validate_agree_on_a_classic_init_container_named_like_the_proxy(ctx: Context) -> None:
+    """A classic init container named like the proxy is not the proxy: /mutate denies (asking for a
+    rename) instead of skipping the Pod, and /validate reports the proxy missing."""
+    obj = pod(ctr("app"), init=(ctr("mesh-proxy"),))
+    mutated = answer(review_for(obj, namespace="meshed"), ctx, "mutate")["response"]
+    assert mutated["allowed"] is False and mutated["status"]["code"] == 400
+    assert "rename" in mutated["status"]["message"]
+    validated = answer(review_for(obj, namespace="meshed"), ctx)["response"]
+    assert validated["allowed"] is False
+    assert "[missing-proxy]" in validated["status"]["message"]

@@ -202,6 +202,13 @@ MESH_CASES = [
     pytest.param(pod(ctr("app"), ctr("mesh-proxy", port(15021)), restartPolicy="Never"),
                  [("proxy-blocks-completion", ("mesh-proxy",), {})], id="classic-proxy-in-job"),
     pytest.param(pod(ctr("app"), init=(PROXY,), restartPolicy="OnFailure"), [], id="native-proxy-in-job"),
+    # --- what counts as the proxy: a container of its name that runs alongside the apps
+    pytest.param(pod(ctr("app"), init=(ctr("mesh-proxy"),)), [("missing-proxy", (), {})],
+                 id="classic-init-named-like-the-proxy-is-not-the-proxy"),
+    pytest.param(pod(ctr("app"), init=(ctr("mesh-proxy", uid=1337),)),
+                 [("proxy-uid-conflict", ("mesh-proxy",), {"uid": 1337}), ("missing-proxy", (), {})],
+                 id="classic-init-named-like-the-proxy-is-not-exempt"),
+    pytest.param(pod(ctr("app"), ctr("mesh-proxy")), [], id="app-container-proxy-counts"),
 ]
 
 
@@ -212,6 +219,19 @@ def test_rules_meshed_namespace(ctx: Context, pod_obj: dict[str, Any], expected:
 
 def test_pod_carrying_the_proxy_is_meshed_anywhere(ctx: Context) -> None:
     assert found(ctx, pod(ctr("app", uid=1337), init=(PROXY,))) == [("proxy-uid-conflict", ("app",), {"uid": 1337})]
+
+
+def test_classic_init_named_like_the_proxy_does_not_mesh_a_pod(ctx: Context) -> None:
+    """It exits before the apps start: the Pod is not meshed by carrying it (no proxy rules)."""
+    assert found(ctx, pod(ctr("app", port(15001), uid=1337), init=(ctr("mesh-proxy"),))) == []
+
+
+def test_missing_proxy_names_the_classic_init_container(ctx: Context) -> None:
+    request = parse_review(review_for(pod(ctr("app"), init=(ctr("mesh-proxy"),)), namespace="meshed"))
+    (finding,) = decide(request, "validate", ctx).findings
+    assert finding.violation.rule == "missing-proxy"
+    assert '"mesh-proxy" is a classic init container' in finding.violation.message
+    assert "rename" in finding.violation.message
 
 
 def test_opt_in_annotation(ctx: Context) -> None:

@@ -23,6 +23,8 @@ TEMPTING = [
     pod(ctr("app", port(8080)), automountServiceAccountToken=False, restartPolicy="Never"),
     pod(ctr("app", port(15006, name="mesh")), init=(ctr("mesh-init", uid=1337),)),
     pod(ctr("mesh-init", port(15001)), ctr("app", port(9090, "UDP")), restartPolicy="OnFailure"),
+    # a classic init container named like the proxy exits before the apps start: not the proxy
+    pod(ctr("app", port(15001), uid=1337), init=(ctr("mesh-proxy", port(15021), uid=1337),), restartPolicy="Never"),
 ]
 
 

@@ -3,8 +3,10 @@
 The patch is built straight from the injection plan (no deep copy, no diff): arrays the Pod
 lacks are added whole, keys are escaped (RFC 6901), ``metadata.managedFields`` is never
 touched. ``podgate inject`` applies this same patch (``offline.admit``), so it and ``/mutate``
-cannot disagree. A ``podgate.io/status`` annotation records what was injected; a Pod that has it, or
-already carries the proxy, is left alone, which makes injection idempotent under reinvocation.
+cannot disagree. A ``podgate.io/status`` annotation records what was injected; a Pod that carries
+the proxy (a native sidecar or an app container of its name: what runs for the Pod's life) is left
+alone, which makes injection idempotent under reinvocation. The annotation without a running proxy
+(copied from another Pod), or a classic init container named like the proxy, is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from jsonpointer import escape
 from kubernetes.utils.quantity import parse_quantity
 
 from .errors import InjectionError, PodShapeError, PolicyError
-from .pods import Pod
+from .pods import Pod, Role
 from .selectors import Labels
 
 STATUS_ANNOTATION = "podgate.io/status"
@@ -171,10 +173,14 @@ def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
         return "mirror pod (managed by the kubelet)"
     if pod.host_network:
         return "hostNetwork pod (shares the node's network)"
-    if STATUS_ANNOTATION in pod.annotations:
-        return "already injected (podgate.io/status is set)"
-    if pod.container(mesh.profile.proxy.name) is not None:
-        return f'already has a "{mesh.profile.proxy.name}" container'
+    # The proxy counts where it runs for the Pod's life: a native sidecar or an app container. A
+    # classic init container of that name exits first; plan() refuses it rather than skip the Pod.
+    proxy = pod.running_container(mesh.profile.proxy.name)
+    if proxy is not None:
+        if STATUS_ANNOTATION in pod.annotations:
+            return "already injected (podgate.io/status is set)"
+        where = "a native sidecar" if proxy.role is Role.SIDECAR else "an app container"
+        return f'already has a "{proxy.name}" container ({where})'
     if mesh.opted_out(pod):
         return f'opted out ({mesh.annotation}: "false")'
     if not mesh.requires(pod, labels):
@@ -277,11 +283,19 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
     inj: Injector = policy.mesh.profile.injector
     proxy = _proxy_container(inj, pod)
     redirect = _redirect_container(inj, pod)
-    taken = {c.name for c in pod.containers}
+    if STATUS_ANNOTATION in pod.annotations:
+        raise InjectionError(f'the pod carries {STATUS_ANNOTATION}, but no "{inj.proxy_name}" container runs in '
+                             f"it: remove the annotation (copied from an injected pod?) so that podgate can inject "
+                             f"the proxy")
     for new in (proxy, redirect):
-        if new is not None and new["name"] in taken:
-            raise InjectionError(f'the pod already has a container named "{new["name"]}", which the mesh '
-                                 f'profile "{inj.profile}" injects')
+        if new is None or (taken := pod.container(new["name"])) is None:
+            continue
+        if new is proxy and taken.role is Role.INIT:
+            raise InjectionError(f'the pod has a classic init container named "{taken.name}": it exits before the '
+                                 f"app containers start, so it is not the mesh proxy, and the mesh profile "
+                                 f'"{inj.profile}" injects a container of that name; rename the init container')
+        raise InjectionError(f'the pod already has a container named "{new["name"]}", which the mesh '
+                             f'profile "{inj.profile}" injects; rename that container')
     raw = pod.raw
     spec = raw["spec"]
     ops: list[dict[str, Any]] = []

@@ -121,6 +121,12 @@ class Pod:
                 return c
         return None
 
+    def running_container(self, name: str) -> Container | None:
+        """The container of that name if it runs alongside the app containers for the Pod's life
+        (an app container or a native sidecar); a classic init container exits before they start."""
+        c = self.container(name)
+        return c if c is not None and c.role is not Role.INIT else None
+
 
 def overlapping_pairs(members: Sequence[Container]) -> Iterator[tuple[Container, Container]]:
     """The pairs of ``members`` (distinct containers in Pod order) that run at the same time, in

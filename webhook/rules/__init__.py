@@ -77,7 +77,9 @@ class Subject:
 
     @cached_property
     def proxy_container(self) -> Container | None:
-        return self.pod.container(self.proxy.name) if self.proxy else None
+        """The proxy: a container of its name that runs for the Pod's life (a classic init
+        container of that name exits before the apps start, so it is not the proxy)."""
+        return self.pod.running_container(self.proxy.name) if self.proxy else None
 
     @cached_property
     def meshed(self) -> bool:
@@ -111,7 +113,7 @@ class Subject:
     def is_mesh_own(self, container: Container) -> bool:
         """The proxy and its injected helpers are exempt from the rules that guard the proxy."""
         return self.proxy is not None and (
-            container.name == self.proxy.name or container.name in self.proxy.helpers)
+            container is self.proxy_container or container.name in self.proxy.helpers)
 
 
 Check = Callable[[Subject], Iterable[Violation]]

@@ -78,6 +78,13 @@ def missing_proxy(s: Subject) -> Iterator[Violation]:
         return
     if pod.host_network or pod.is_mirror:
         return  # never injected: mesh-host-network says so for hostNetwork
+    if pod.container(s.proxy.name) is not None:  # a classic init container: it exits before the apps start
+        yield Violation(
+            "missing-proxy",
+            f'[missing-proxy] pod "{pod.display_name}" must be meshed by policy, but its "{s.proxy.name}" is a '
+            f"classic init container, which exits before the app containers start, so no proxy runs: rename that "
+            f"init container so podgate can inject the proxy, or opt the pod out")
+        return
     yield Violation(
         "missing-proxy",
         f'[missing-proxy] pod "{pod.display_name}" must be meshed by policy but has no "{s.proxy.name}" '
