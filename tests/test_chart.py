@@ -498,8 +498,10 @@ def test_webhook_settings(rendered):
 def test_mutating_match_conditions_skip_exactly_what_podgate_skips(chart, ca_pem):
     [(_, hook)] = [h for h in webhooks(objects(chart, ca_pem, "defaults")) if h[0].startswith("Mutating")]
     expressions = " ".join(c["expression"] for c in hook["matchConditions"])
-    assert f"'{STATUS_ANNOTATION}'" in expressions and f"'{MIRROR_ANNOTATION}'" in expressions
-    assert "hostNetwork" in expressions
+    assert f"'{MIRROR_ANNOTATION}'" in expressions and "hostNetwork" in expressions
+    # whether a Pod is injected depends on its proxy container, which the policy names, not on
+    # the status annotation alone (a copied one is refused by /mutate)
+    assert STATUS_ANNOTATION not in expressions
     assert all("matchConditions" not in h for _, h in webhooks(objects(chart, ca_pem, "minimal")))
 
 
@@ -697,27 +699,34 @@ def test_updates_skipped_by_match_conditions_never_change_podgate_answer(
         assert decision.allowed and not decision.warnings, decision.message
 
 
-@pytest.mark.parametrize("metadata, spec, expected", [
-    pytest.param({}, {}, True, id="plain-pod"),
-    pytest.param({"annotations": {STATUS_ANNOTATION: "{}"}}, {}, False, id="already-injected"),
-    pytest.param({"annotations": {MIRROR_ANNOTATION: "x", "podgate.io/inject": "true"}}, {}, False,
-                 id="mirror-pod"),
-    pytest.param({"annotations": {"podgate.io/inject": "true"}}, {"hostNetwork": True}, False, id="host-network"),
-    pytest.param({"annotations": {"podgate.io/inject": "true"}}, {"hostNetwork": False}, True,
-                 id="host-network-false"),
-    pytest.param({"annotations": {"podgate.io/inject": "true"}}, {}, True, id="opted-in"),
+PROXY = {"name": "mesh-proxy", "image": "proxy", "restartPolicy": "Always"}  # the bundled profile's proxy
+
+
+@pytest.mark.parametrize("metadata, spec, expected, answer", [
+    pytest.param({}, {}, True, "injected", id="plain-pod"),
+    pytest.param({"annotations": {MIRROR_ANNOTATION: "x"}}, {}, False, None, id="mirror-pod"),
+    pytest.param({}, {"hostNetwork": True}, False, None, id="host-network"),
+    pytest.param({}, {"hostNetwork": False}, True, "injected", id="host-network-false"),
+    pytest.param({"annotations": {STATUS_ANNOTATION: "{}"}}, {"initContainers": [PROXY]}, True, "not injected",
+                 id="already-injected"),
+    pytest.param({"annotations": {STATUS_ANNOTATION: "{}"}}, {}, True, "denied", id="status-copied-without-proxy"),
 ])
 def test_mutating_match_conditions_skip_only_pods_podgate_never_injects(chart, ca_pem, default_policies,
-                                                                        metadata, spec, expected):
+                                                                        metadata, spec, expected, answer):
+    """A Pod in a meshed namespace: what the conditions skip, podgate would leave alone."""
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", **metadata},
            "spec": {"containers": [{"name": "app", "image": "app"}], **spec}}
     request = review_for(pod, namespace="team-a")["request"]
     assert sent(default_hooks(chart, ca_pem)["mutate"], request) is expected
     decision = podgate_answer(request, "mutate", default_policies)
-    if not expected:
+    if answer is None:
         assert decision.allowed and not decision.patch, decision.reason
-    elif metadata or spec:
-        assert decision.patch, decision.reason  # what the conditions let through is injected
+    elif answer == "injected":
+        assert decision.allowed and decision.patch, decision.reason
+    elif answer == "not injected":
+        assert decision.allowed and not decision.patch and decision.reason.startswith("not injected"), decision.reason
+    else:
+        assert not decision.allowed and STATUS_ANNOTATION in (decision.message or ""), decision.reason
 
 
 def test_minimal_installs_only_the_validating_webhook(chart, ca_pem):
