@@ -111,6 +111,7 @@ def test_recorded_mutations_have_named_skip_reasons(path):
 @pytest.mark.parametrize("reason, label", [
     ('not injected: policy "hostNetwork opted out" has no mesh', "no-mesh"),
     ("not injected: hostNetwork pod (shares the node's network)", "host-network"),
+    ("not injected: Windows pod (spec.os.name: windows)", "windows"),
     ('not injected: already has a "mesh-proxy" container', "proxy-present"),
     ('not injected: mesh profile "not selected" has no injection template', "no-template"),
     ('exempt: namespace "mirror pod" is exempt in policy "default"', "exempt"),

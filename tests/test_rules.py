@@ -177,6 +177,9 @@ MESH_CASES = [
     pytest.param(pod(ctr("app"), annotations={"podgate.io/inject": "false"}), [], id="opted-out"),
     pytest.param(pod(ctr("app"), hostNetwork=True), [("mesh-host-network", (), {})], id="host-network-not-injectable"),
     pytest.param(pod(ctr("app"), annotations={"kubernetes.io/config.mirror": "abc"}), [], id="mirror-pod"),
+    pytest.param(pod(ctr("app", port(15001)), os={"name": "windows"}), [("mesh-host-network", (), {})],
+                 id="windows-not-injectable"),
+    pytest.param(pod(ctr("app"), os={"name": "linux"}), [("missing-proxy", (), {})], id="linux-os-is-injectable"),
     pytest.param(pod(ctr("app", uid=1337), init=(PROXY,)),
                  [("proxy-uid-conflict", ("app",), {"uid": 1337})], id="container-level-proxy-uid"),
     pytest.param(pod(ctr("app"), init=(PROXY,), securityContext={"runAsUser": 1337}),
@@ -232,6 +235,12 @@ def test_missing_proxy_names_the_classic_init_container(ctx: Context) -> None:
     assert finding.violation.rule == "missing-proxy"
     assert '"mesh-proxy" is a classic init container' in finding.violation.message
     assert "rename" in finding.violation.message
+
+
+def test_windows_pod_is_told_why_it_has_no_proxy(ctx: Context) -> None:
+    request = parse_review(review_for(pod(ctr("app"), os={"name": "windows"}), namespace="meshed"))
+    (finding,) = decide(request, "validate", ctx).findings
+    assert finding.action == "warn" and "Windows pod" in finding.violation.message
 
 
 def test_opt_in_annotation(ctx: Context) -> None:

@@ -173,6 +173,10 @@ def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
         return "mirror pod (managed by the kubelet)"
     if pod.host_network:
         return "hostNetwork pod (shares the node's network)"
+    if pod.is_windows:
+        # The proxy and the redirect run with runAsUser, capabilities, readOnlyRootFilesystem and
+        # allowPrivilegeEscalation: Linux-only fields the API server refuses in a Windows Pod.
+        return "Windows pod (spec.os.name: windows; the proxy needs Linux-only security settings)"
     # The proxy counts where it runs for the Pod's life: a native sidecar or an app container. A
     # classic init container of that name exits first; plan() refuses it rather than skip the Pod.
     proxy = pod.running_container(mesh.profile.proxy.name)

@@ -57,6 +57,7 @@ _SKIP_PREFIXES = (
     ("policy ", "no-mesh"),
     ("mirror pod", "mirror-pod"),
     ("hostNetwork", "host-network"),
+    ("Windows pod", "windows"),
     ("already injected", "already-injected"),
     ("already has a", "proxy-present"),
     ("opted out", "opted-out"),

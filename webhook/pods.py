@@ -115,6 +115,12 @@ class Pod:
     def is_mirror(self) -> bool:
         return MIRROR_ANNOTATION in self.annotations
 
+    @property
+    def is_windows(self) -> bool:
+        """``spec.os.name: windows``: the API server then refuses Linux-only securityContext fields."""
+        os = self.raw["spec"].get("os")
+        return isinstance(os, dict) and os.get("name") == "windows"
+
     def container(self, name: str) -> Container | None:
         for c in self.containers:
             if c.name == name:

@@ -86,7 +86,8 @@ class Subject:
         """Selected by the mesh policy (and injectable), or already carrying the proxy."""
         if self.proxy_container is not None:
             return True
-        return self.mesh_required and not self.pod.host_network and not self.pod.is_mirror
+        pod = self.pod
+        return self.mesh_required and not pod.host_network and not pod.is_mirror and not pod.is_windows
 
     @cached_property
     def proxy_ports(self) -> frozenset[tuple[int, str]]:

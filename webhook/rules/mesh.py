@@ -76,8 +76,8 @@ def missing_proxy(s: Subject) -> Iterator[Violation]:
     pod = s.pod
     if s.proxy is None or not s.mesh_required or s.proxy_container is not None:
         return
-    if pod.host_network or pod.is_mirror:
-        return  # never injected: mesh-host-network says so for hostNetwork
+    if pod.host_network or pod.is_mirror or pod.is_windows:
+        return  # never injected: mesh-host-network says so for hostNetwork and Windows Pods
     if pod.container(s.proxy.name) is not None:  # a classic init container: it exits before the apps start
         yield Violation(
             "missing-proxy",
@@ -114,17 +114,27 @@ def proxy_udp_port(s: Subject) -> Iterator[Violation]:
 
 
 @rule("mesh-host-network", "warn", mesh=True,
-      summary="A Pod that policy says must be meshed uses hostNetwork.",
-      why="A hostNetwork Pod shares the node's network namespace; podgate never injects the proxy there, "
-          "so the Pod runs outside the mesh.",
-      fix="Drop hostNetwork if the Pod should be meshed, or opt it out of the mesh explicitly.",
+      summary="A Pod that policy says must be meshed uses hostNetwork (or is a Windows Pod): it cannot be injected.",
+      why="A hostNetwork Pod shares the node's network namespace, and a Windows Pod (spec.os.name: windows) cannot "
+          "take the proxy's Linux-only security settings; podgate never injects the proxy there, so the Pod runs "
+          "outside the mesh.",
+      fix="Drop hostNetwork if the Pod should be meshed, or opt it out of the mesh explicitly (a Windows Pod: opt "
+          "it out, or mesh it by other means).",
       example="a DaemonSet with hostNetwork: true in a meshed namespace")
 def mesh_host_network(s: Subject) -> Iterator[Violation]:
-    if s.proxy is not None and s.mesh_required and s.pod.host_network and s.proxy_container is None:
+    if s.proxy is None or not s.mesh_required or s.proxy_container is not None:
+        return
+    if s.pod.host_network:
         yield Violation(
             "mesh-host-network",
             f'[mesh-host-network] pod "{s.pod.display_name}" must be meshed by policy but uses hostNetwork: '
             f"the proxy cannot be injected; drop hostNetwork or opt the pod out")
+    elif s.pod.is_windows:
+        yield Violation(
+            "mesh-host-network",
+            f'[mesh-host-network] pod "{s.pod.display_name}" must be meshed by policy but is a Windows pod '
+            f"(spec.os.name: windows): the proxy needs Linux-only security settings and cannot be injected; "
+            f"opt the pod out")
 
 
 @rule("proxy-no-identity", "warn", mesh=True,
