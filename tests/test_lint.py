@@ -105,6 +105,40 @@ CASES = [
                  ["z.yaml:4: error: /metadata/name: 'Bad_Name' does not match",
                   "z.yaml:7: error: /spec/extra: Additional properties are not allowed ('extra' was unexpected)"],
                  id="schema-errors"),
+    # a schema error does not hide the document's other problems: one run shows them all
+    pytest.param(policy("a", "  match: {namespaces: [shop, Bad_NS]}\n  exemptions:\n    namespaces: [shop]\n"
+                             "  rules:\n    port-colision: warn\n    port-collision: block\n"
+                             "  mesh:\n    profile: istio\n    namespaces: [shop]\n    podSelector: {}\n"),
+                 ["z.yaml:6: error: /spec/match/namespaces/1: 'Bad_NS' does not match",
+                  "z.yaml:8: warning: /spec/exemptions/namespaces/0: namespace 'shop' is both matched and exempted",
+                  'z.yaml:10: error: /spec/rules/port-colision: unknown rule "port-colision"; did you mean '
+                  '"port-collision"?',
+                  "z.yaml:11: error: /spec/rules/port-collision: 'block' is not one of",
+                  "z.yaml:13: error: /spec/mesh/profile: no MeshProfile named 'istio' (known: ",
+                  "z.yaml:14: warning: /spec/mesh/namespaces/0: namespace 'shop' is in the mesh and also exempt",
+                  "z.yaml:15: warning: /spec/mesh/podSelector: an empty selector matches everything"],
+                 id="schema-error-unknown-rule-and-profile"),
+    pytest.param(policy("a", "  match: {namespaces: [a]}\n  rules: {port-colision: warn}\n  mesh: {profile: []}\n")
+                 + "---\n" + policy("b", "  rules: {}\n  exemptions: {namespaces: 3}\n"),
+                 ['z.yaml:7: error: /spec/rules/port-colision: unknown rule "port-colision"',
+                  "z.yaml:8: error: /spec/mesh/profile: [] is not of type 'string'",
+                  "z.yaml:14: error: /spec: only one policy may omit match (the default); policy 'default'",
+                  "z.yaml:16: error: /spec/exemptions/namespaces: 3 is not of type 'array'"],
+                 id="broken-values-are-not-read"),
+    pytest.param("apiVersion: podgate.io/v1alpha1\nkind: MeshProfile\nmetadata: {name: guard}\nspec:\n  proxy:\n"
+                 "    name: envoy\n    uid: -1\n    reservedPorts: [15001, 15001, 15006]\n  injection:\n"
+                 "    container:\n      image: envoy\n      imagePullPolicy: Sometimes\n"
+                 "      volumeMounts: [{name: data, mountPath: /d}]\n"
+                 "    redirect: {name: init, image: init, ports: {inbound: 15006, outbound: 15009}}\n---\n"
+                 + policy("a", "  match: {namespaces: [a]}\n  mesh:\n    profile: guard\n    namespaces: [a]\n"),
+                 ["z.yaml:7: error: /spec/proxy/uid: -1 is less than the minimum of 1",
+                  "z.yaml:8: warning: /spec/proxy/reservedPorts/1: 15001/TCP is listed twice",
+                  "z.yaml:12: error: /spec/injection/container/imagePullPolicy: 'Sometimes' is not one of",
+                  "z.yaml:13: warning: /spec/injection/container/volumeMounts/0/name: volume 'data' is not in "
+                  "spec.injection.volumes",
+                  "z.yaml:14: error: /spec/injection/redirect/ports/outbound: the proxy captures outbound traffic on "
+                  "15009/TCP, but spec.proxy.reservedPorts does not list it"],
+                 id="profile-with-schema-errors-and-contradictions"),
 ]
 
 

@@ -5,13 +5,19 @@ Errors make a policy set unusable or wrong (the server would refuse it, or a Pod
 judged against something the author did not mean); warnings are legal but probably not meant.
 Lines come from the YAML node marks of the same parse that produced the data, so a JSON path
 from jsonschema points at the line a person edits.
+
+One run reports every problem it can find: a document with schema errors still gets the other
+checks, on its well-formed parts. A value that fails the schema is replaced by ``BROKEN``,
+which no check reads, and a check that needs a whole part (the injection templates) runs only
+when that part has no schema error at all.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,31 +50,91 @@ class Problem:
                 "message": self.message}
 
 
+class _Broken:
+    """Stands in for a value that failed the schema: it is no dict, list, str or int, so the
+    checks, which look at the types they read, pass it by."""
+
+    def __repr__(self) -> str:
+        return "<broken>"
+
+
+BROKEN = _Broken()
+
+
 @dataclass
 class Doc:
-    """A schema-valid policy document with where it came from."""
+    """A Policy or MeshProfile document with where it came from, schema errors and all."""
 
     file: str
     yaml: YamlDocument
-
-    @property
-    def data(self) -> Any:
-        return self.yaml.data
+    data: dict[str, Any]  # the document, each value that failed the schema replaced by BROKEN
+    errors: list[list[Any]] = field(default_factory=list)  # where the schema errors are
 
     @property
     def kind(self) -> str:
         return self.data["kind"]
 
     @property
-    def name(self) -> str:
-        return self.data["metadata"]["name"]
+    def name(self) -> str | None:
+        name = _map(self.data.get("metadata")).get("name")
+        return name if isinstance(name, str) else None
+
+    @property
+    def has_spec(self) -> bool:
+        return isinstance(self.data.get("spec"), dict)
 
     @property
     def spec(self) -> Mapping[str, Any]:
-        return self.data["spec"]
+        return _map(self.data.get("spec"))
+
+    def intact(self, *path: Any) -> bool:
+        """No schema error at, inside or above ``path``."""
+        n = len(path)
+        return not any(list(path[:len(e)]) == e or e[:n] == list(path) for e in self.errors)
 
     def problem(self, severity: Severity, path: list[Any], message: str) -> Problem:
         return Problem(severity, self.file, self.yaml.line(path), json_pointer(path), message)
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _error_paths(error: Any) -> list[list[Any]]:
+    """Where a schema error is: for a missing or unknown key, the key itself."""
+    path = list(error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        return [path + [k] for k in error.validator_value if k not in error.instance] or [path]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        return [path + [k] for k in error.instance if k not in known] or [path]
+    return [path]
+
+
+def _prune(data: Any, errors: list[Any]) -> Any:
+    """A copy of ``data`` with every value that fails the schema replaced by BROKEN. A missing or
+    unknown key leaves its mapping as it is: the checks read only the keys they know."""
+    data = copy.deepcopy(data)
+    for error in errors:
+        if error.validator in ("required", "additionalProperties"):
+            continue
+        path = list(error.absolute_path)
+        if not path:
+            return BROKEN
+        parent = data
+        for key in path[:-1]:
+            if isinstance(parent, dict) and key in parent or isinstance(parent, list) and 0 <= key < len(parent):
+                parent = parent[key]
+            else:
+                parent = None
+                break
+        if isinstance(parent, (dict, list)):
+            parent[path[-1]] = BROKEN
+    return data
 
 
 @dataclass
@@ -123,10 +189,12 @@ def _read(path: Path, problems: list[Problem], refused: set[str]) -> Iterator[Do
         for best, message in errors:
             at = schema_error_path(best)
             problems.append(Problem("error", label, ydoc.line(at), json_pointer(at), message))
-        if not errors:
-            yield Doc(label, ydoc)
-        elif (name := mesh_profile_name(ydoc.data)) is not None:
+        if errors and (name := mesh_profile_name(ydoc.data)) is not None:
             refused.add(name)
+        data = _prune(ydoc.data, [best for best, _ in errors])
+        if isinstance(data, dict) and data.get("kind") in ("Policy", "MeshProfile"):
+            # the other checks still run, on the parts that are well-formed
+            yield Doc(label, ydoc, data, [p for best, _ in errors for p in _error_paths(best)])
 
 
 def _semantics(docs: list[Doc], refused: set[str]) -> list[Problem]:
@@ -134,10 +202,11 @@ def _semantics(docs: list[Doc], refused: set[str]) -> list[Problem]:
     profiles: dict[str, Doc] = {}
     for d in docs:
         if d.kind == "MeshProfile":
-            if d.name in profiles:
-                out.append(d.problem("error", ["metadata", "name"],
-                                     f"MeshProfile {d.name!r} is also defined in {profiles[d.name].file}"))
-            profiles[d.name] = d
+            if d.name is not None:
+                if d.name in profiles:
+                    out.append(d.problem("error", ["metadata", "name"],
+                                         f"MeshProfile {d.name!r} is also defined in {profiles[d.name].file}"))
+                profiles[d.name] = d
             out += _profile(d)
     policies = [d for d in docs if d.kind == "Policy"]
     seen: dict[str, Doc] = {}
@@ -145,18 +214,22 @@ def _semantics(docs: list[Doc], refused: set[str]) -> list[Problem]:
     matched: dict[str, Doc] = {}
     for d in policies:
         spec = d.spec
-        if d.name in seen:
-            out.append(d.problem("error", ["metadata", "name"], f"Policy {d.name!r} is also defined in {seen[d.name].file}"))
-        seen[d.name] = d
-        if "match" not in spec:
+        if d.name is not None:
+            if d.name in seen:
+                out.append(d.problem("error", ["metadata", "name"],
+                                     f"Policy {d.name!r} is also defined in {seen[d.name].file}"))
+            seen[d.name] = d
+        if d.has_spec and "match" not in spec:
             if default is not None:
                 out.append(d.problem("error", ["spec"], f"only one policy may omit match (the default); "
                                                         f"policy {default.name!r} in {default.file} already does"))
             default = default or d
-        for rule_id in spec.get("rules") or {}:
+        for rule_id in _map(spec.get("rules")):
             if rule_id not in RULES:
-                out.append(d.problem("error", ["spec", "rules", rule_id], unknown_rule_message(rule_id)))
-        for i, ns in enumerate((spec.get("match") or {}).get("namespaces") or ()):
+                out.append(d.problem("error", ["spec", "rules", rule_id], unknown_rule_message(str(rule_id))))
+        for i, ns in enumerate(_list(_map(spec.get("match")).get("namespaces"))):
+            if not isinstance(ns, str):
+                continue
             if ns in matched:
                 out.append(d.problem("warning", ["spec", "match", "namespaces", i],
                                      f"namespace {ns!r} is also matched by policy {matched[ns].name!r}, which comes "
@@ -167,77 +240,103 @@ def _semantics(docs: list[Doc], refused: set[str]) -> list[Problem]:
     return out
 
 
+def _reserved(d: Doc) -> list[tuple[int, tuple[int, str]]]:
+    """(index, (port, protocol)) of the well-formed ``reservedPorts`` entries."""
+    out = []
+    for i, entry in enumerate(_list(_map(d.spec.get("proxy")).get("reservedPorts"))):
+        if isinstance(entry, dict) and isinstance(entry.get("port"), int) \
+                and isinstance(entry.get("protocol", "TCP"), str):
+            entry = reserved_ports([entry])[0]
+        elif isinstance(entry, int) and not isinstance(entry, bool):
+            entry = reserved_ports([entry])[0]
+        else:
+            continue
+        out.append((i, entry))
+    return out
+
+
 def _profile(d: Doc) -> Iterator[Problem]:
-    proxy = d.spec["proxy"]
-    reserved = reserved_ports(proxy["reservedPorts"])
+    proxy = _map(d.spec.get("proxy"))
+    entries = _reserved(d)
+    reserved = {entry for _, entry in entries}
+    whole = d.intact("spec", "proxy", "reservedPorts")  # else a port may be in an entry that failed the schema
     counts: dict[tuple[int, str], int] = defaultdict(int)
-    for i, entry in enumerate(reserved):
+    for i, entry in entries:
         counts[entry] += 1
         if counts[entry] == 2:
             yield d.problem("warning", ["spec", "proxy", "reservedPorts", i], f"{entry[0]}/{entry[1]} is listed twice")
-    injection = d.spec.get("injection")
+    injection = _map(d.spec.get("injection"))
     if not injection:
         return
-    for i, port in enumerate(injection["container"].get("ports") or ()):
-        if not isinstance(port, dict) or not isinstance(port.get("containerPort"), int):
+    container = _map(injection.get("container"))
+    for i, port in enumerate(_list(container.get("ports"))):
+        if not isinstance(port, dict) or not isinstance(port.get("containerPort"), int) \
+                or not isinstance(port.get("protocol", "TCP"), str):
             continue
         key = (port["containerPort"], port.get("protocol", "TCP"))
-        if key not in reserved:
+        if whole and key not in reserved:
             yield d.problem("warning", ["spec", "injection", "container", "ports", i],
                             f"the proxy container declares {key[0]}/{key[1]}, which spec.proxy.reservedPorts does "
                             "not list: proxy-port-conflict guards it only in Pods that already carry the proxy")
-    for path, message in template_problems(injection, proxy["name"]):
-        yield d.problem("error", ["spec", "injection", *path], message)
-    volumes = {v["name"] for v in injection.get("volumes") or ()}
-    for i, volume in enumerate(injection.get("volumes") or ()):
-        if len(volume) == 1:
+    if d.intact("spec", "injection") and isinstance(proxy.get("name"), str):  # it reads the whole templates
+        for path, message in template_problems(injection, proxy["name"]):
+            yield d.problem("error", ["spec", "injection", *path], message)
+    volumes = _list(injection.get("volumes"))
+    names = {v.get("name") for v in volumes if isinstance(v, dict)}
+    for i, volume in enumerate(volumes):
+        if isinstance(volume, dict) and isinstance(volume.get("name"), str) and len(volume) == 1:
             yield d.problem("warning", ["spec", "injection", "volumes", i],
                             f"volume {volume['name']!r} has no source: Kubernetes makes it an emptyDir (write "
                             "emptyDir: {} to say so, or give the source you meant)")
+    all_named = all(isinstance(name, str) for name in names) and all(isinstance(v, dict) for v in volumes)
     for at in ("container", "redirect"):
-        for i, mount in enumerate((injection.get(at) or {}).get("volumeMounts") or ()):
-            if mount["name"] not in volumes:
+        for i, mount in enumerate(_list(_map(injection.get(at)).get("volumeMounts"))):
+            name = mount.get("name") if isinstance(mount, dict) else None
+            if all_named and isinstance(name, str) and name not in names:
                 yield d.problem("warning", ["spec", "injection", at, "volumeMounts", i, "name"],
-                                f"volume {mount['name']!r} is not in spec.injection.volumes: every Pod this profile "
+                                f"volume {name!r} is not in spec.injection.volumes: every Pod this profile "
                                 "injects must bring it, or the API server refuses the Pod")
-    redirect_ports = (injection.get("redirect") or {}).get("ports") or {}
+    redirect_ports = _map(_map(injection.get("redirect")).get("ports"))
     for role in ("inbound", "outbound"):
-        if role in redirect_ports and (redirect_ports[role], "TCP") not in reserved:
+        port = redirect_ports.get(role)
+        if whole and isinstance(port, int) and (port, "TCP") not in reserved:
             yield d.problem("error", ["spec", "injection", "redirect", "ports", role],
-                            f"the proxy captures {role} traffic on {redirect_ports[role]}/TCP, but "
+                            f"the proxy captures {role} traffic on {port}/TCP, but "
                             "spec.proxy.reservedPorts does not list it: an app on that port would take the "
                             "proxy's traffic and no rule would say so")
 
 
 def _policy(d: Doc, profiles: Mapping[str, Doc], refused: set[str]) -> Iterator[Problem]:
     spec = d.spec
-    exempt = (spec.get("exemptions") or {}).get("namespaces") or []
-    matched = (spec.get("match") or {}).get("namespaces") or []
-    for i, ns in enumerate(exempt):
-        if ns in matched:
+    exemptions = _map(spec.get("exemptions"))
+    exempt = [ns for ns in _list(exemptions.get("namespaces")) if isinstance(ns, str)]
+    matched = _list(_map(spec.get("match")).get("namespaces"))
+    for i, ns in enumerate(_list(exemptions.get("namespaces"))):
+        if isinstance(ns, str) and ns in matched:
             yield d.problem("warning", ["spec", "exemptions", "namespaces", i],
                             f"namespace {ns!r} is both matched and exempted by this policy: none of its rules apply there")
-    if (spec.get("exemptions") or {}).get("podSelector") == {}:
+    if exemptions.get("podSelector") == {}:
         yield d.problem("warning", ["spec", "exemptions", "podSelector"],
                         "an empty selector matches every Pod: the whole policy is switched off")
     mesh = spec.get("mesh")
-    if mesh is None:
+    if not isinstance(mesh, dict):
         return
-    if mesh["profile"] in refused:
-        return
-    if mesh["profile"] not in profiles:
-        yield d.problem("error", ["spec", "mesh", "profile"],
-                        f"no MeshProfile named {mesh['profile']!r} (known: {', '.join(sorted(profiles)) or 'none'})")
-        return
-    for i, ns in enumerate(mesh.get("namespaces") or ()):
-        if ns in exempt:
+    for i, ns in enumerate(_list(mesh.get("namespaces"))):
+        if isinstance(ns, str) and ns in exempt:
             yield d.problem("warning", ["spec", "mesh", "namespaces", i],
                             f"namespace {ns!r} is in the mesh and also exempt: exempt Pods are never injected or checked")
     for key in ("namespaceSelector", "podSelector"):
         if mesh.get(key) == {}:
             yield d.problem("warning", ["spec", "mesh", key], "an empty selector matches everything: every Pod is meshed")
-    profile = profiles[mesh["profile"]]
-    missing_proxy = (spec.get("rules") or {}).get("missing-proxy", RULES["missing-proxy"].default_action)
+    name = mesh.get("profile")
+    if not isinstance(name, str) or name in refused:  # a profile with errors of its own: judged by them
+        return
+    if name not in profiles:
+        yield d.problem("error", ["spec", "mesh", "profile"],
+                        f"no MeshProfile named {name!r} (known: {', '.join(sorted(profiles)) or 'none'})")
+        return
+    profile = profiles[name]
+    missing_proxy = _map(spec.get("rules")).get("missing-proxy", RULES["missing-proxy"].default_action)
     if not profile.spec.get("injection") and missing_proxy == "deny":
         yield d.problem("warning", ["spec", "mesh", "profile"],
                         f"MeshProfile {profile.name!r} has no injection and missing-proxy is deny: every Pod this "
