@@ -193,3 +193,41 @@ def test_mutate_and_validate_agree_on_a_classic_init_container_named_like_the_pr
     validated = answer(review_for(obj, namespace="meshed"), ctx)["response"]
     assert validated["allowed"] is False
     assert "[missing-proxy]" in validated["status"]["message"]
+
+
+@pytest.mark.parametrize("value", ["True", "yes", "1", "", " true"])
+@pytest.mark.parametrize("namespace", ["default", "meshed"])
+def test_mutate_denies_an_inject_annotation_that_is_neither_true_nor_false(ctx: Context, value: str,
+                                                                          namespace: str) -> None:
+    obj = pod(ctr("app"), annotations={"podgate.io/inject": value})
+    response = answer(review_for(obj, namespace=namespace), ctx, "mutate")["response"]
+    assert response["allowed"] is False and response["status"]["code"] == 400
+    assert f'annotation podgate.io/inject: "{value}" must be "true"' in response["status"]["message"]
+
+
+@pytest.mark.parametrize("ports, port", [("15006", 15006), ("8080, 15001", 15001), ("15090", 15090),
+                                         ("15021,9000", 15021)])
+def test_mutate_denies_excluding_a_proxy_port_from_inbound_capture(ctx: Context, ports: str, port: int) -> None:
+    obj = pod(ctr("app"), annotations={"podgate.io/exclude-inbound-ports": ports})
+    response = answer(review_for(obj, namespace="meshed"), ctx, "mutate")["response"]
+    assert response["allowed"] is False and response["status"]["code"] == 400
+    assert f'includes {port}, a port of the mesh proxy "mesh-proxy"' in response["status"]["message"]
+
+
+@pytest.mark.parametrize("value, allowed", [("1m", False), ("0.5", False), ("1500m", False), ("1.5Ki", True),
+                                            ("1e3", True), ("256Mi", True)])
+def test_proxy_memory_is_a_whole_number_of_bytes(ctx: Context, value: str, allowed: bool) -> None:
+    obj = pod(ctr("app"), annotations={"podgate.io/proxy-memory": value})
+    response = answer(review_for(obj, namespace="meshed"), ctx, "mutate")["response"]
+    assert response["allowed"] is allowed, response.get("status")
+    if not allowed:
+        assert "is not a whole number of bytes" in response["status"]["message"]
+
+
+@pytest.mark.parametrize("annotation, value, bound", [("podgate.io/proxy-memory", "1025Mi", "1Gi"),
+                                                       ("podgate.io/proxy-cpu", "2001m", "2")])
+def test_override_bounds_are_printed_as_the_policy_writes_them(ctx: Context, annotation: str, value: str,
+                                                               bound: str) -> None:
+    obj = pod(ctr("app"), annotations={annotation: value})
+    response = answer(review_for(obj, namespace="meshed"), ctx, "mutate")["response"]
+    assert response["status"]["message"].endswith(f'annotation {annotation}: "{value}" exceeds the policy maximum {bound}')

@@ -96,6 +96,8 @@ def test_proxy_placement(case: Path) -> None:
         assert container["restartPolicy"] == "Always"
     (proxy_container,) = [c for c in golden["spec"].get("initContainers", []) + golden["spec"]["containers"]
                           if c["name"] == proxy.name]
+    for container in golden["spec"].get("initContainers", []) + golden["spec"]["containers"]:
+        assert "" not in (container.get("args") or []), f'{container["name"]}: an empty argument'
     security = proxy_container["securityContext"]
     assert security["runAsUser"] == proxy.uid and security["runAsNonRoot"] is True
     assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]

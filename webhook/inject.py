@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from jsonpointer import escape
@@ -33,8 +33,16 @@ PROXY_MEMORY_ANNOTATION = "podgate.io/proxy-memory"
 EXCLUDE_INBOUND_ANNOTATION = "podgate.io/exclude-inbound-ports"
 EXCLUDE_OUTBOUND_ANNOTATION = "podgate.io/exclude-outbound-ports"
 MAX_EXCLUDED_PORTS = 64
+PLACEHOLDER = re.compile(r"\{(?:proxyUID|inboundPort|outboundPort|excludeInboundPorts|excludeOutboundPorts)\}")
 # resource.Quantity's syntax (k8s.io/apimachinery), ASCII only
 QUANTITY = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?", re.ASCII)
+
+
+class Bound(NamedTuple):
+    """The largest per-Pod override, as a number and as the policy wrote it (for messages)."""
+
+    value: Decimal
+    text: str
 
 
 @dataclass(frozen=True)
@@ -49,8 +57,8 @@ class Injector:
     redirect: Mapping[str, Any] | None  # the traffic-redirect init container template
     redirect_ports: Mapping[str, Any]
     volumes: tuple[Mapping[str, Any], ...]
-    max_cpu: Decimal | None
-    max_memory: Decimal | None
+    max_cpu: Bound | None
+    max_memory: Bound | None
     profile_hash: str = field(default="")
 
 
@@ -90,14 +98,14 @@ def compile_injector(profile: str, proxy_name: str, proxy_uid: int, spec: Mappin
         profile_hash=digest)
 
 
-def _bound(overrides: Mapping[str, Any], key: str, limits: Mapping[str, Any], resource: str) -> Decimal | None:
+def _bound(overrides: Mapping[str, Any], key: str, limits: Mapping[str, Any], resource: str) -> Bound | None:
     """The largest per-Pod override allowed: the profile's explicit bound, else the proxy's limit."""
     path, value = (f"/spec/injection/overrides/{key}", overrides[key]) if key in overrides \
         else (f"/spec/injection/container/resources/limits/{resource}", limits.get(resource))
     if value is None:
         return None
     try:
-        return parse_quantity(value)
+        return Bound(parse_quantity(value), str(value))
     except (ValueError, TypeError):
         raise PolicyError(f"{path}: {value!r} is not a Kubernetes quantity (e.g. 500m, 1Gi)") from None
 
@@ -165,18 +173,13 @@ class Plan:
 
 
 def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
-    """Why this Pod gets no proxy (None: inject). A pure predicate, in the order Istio checks."""
+    """Why this Pod gets no proxy (None: inject), in the order Istio checks. Raises InjectionError
+    for an opt-in/opt-out annotation that is neither "true" nor "false"."""
     mesh = policy.mesh
     if mesh is None:
         return f'policy "{policy.name}" has no mesh'
     if pod.is_mirror:
         return "mirror pod (managed by the kubelet)"
-    if pod.host_network:
-        return "hostNetwork pod (shares the node's network)"
-    if pod.is_windows:
-        # The proxy and the redirect run with runAsUser, capabilities, readOnlyRootFilesystem and
-        # allowPrivilegeEscalation: Linux-only fields the API server refuses in a Windows Pod.
-        return "Windows pod (spec.os.name: windows; the proxy needs Linux-only security settings)"
     # The proxy counts where it runs for the Pod's life: a native sidecar or an app container. A
     # classic init container of that name exits first; plan() refuses it rather than skip the Pod.
     proxy = pod.running_container(mesh.profile.proxy.name)
@@ -185,6 +188,17 @@ def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
             return "already injected (podgate.io/status is set)"
         where = "a native sidecar" if proxy.role is Role.SIDECAR else "an app container"
         return f'already has a "{proxy.name}" container ({where})'
+    choice = pod.annotations.get(mesh.annotation)
+    if choice is not None and choice not in ("true", "false"):
+        # "True", "yes", "1" would otherwise read as "not opted in" (or not out), silently
+        raise InjectionError(f'annotation {mesh.annotation}: "{choice}" must be "true" (inject the proxy) or '
+                             f'"false" (opt out), in lower case')
+    if pod.host_network:
+        return "hostNetwork pod (shares the node's network)"
+    if pod.is_windows:
+        # The proxy and the redirect run with runAsUser, capabilities, readOnlyRootFilesystem and
+        # allowPrivilegeEscalation: Linux-only fields the API server refuses in a Windows Pod.
+        return "Windows pod (spec.os.name: windows; the proxy needs Linux-only security settings)"
     if mesh.opted_out(pod):
         return f'opted out ({mesh.annotation}: "false")'
     if not mesh.requires(pod, labels):
@@ -209,7 +223,7 @@ def _ports_annotation(pod: Pod, key: str) -> list[int]:
     return ports
 
 
-def _quantity_annotation(pod: Pod, key: str, bound: Decimal | None) -> str | None:
+def _quantity_annotation(pod: Pod, key: str, bound: Bound | None, whole: bool = False) -> str | None:
     raw = pod.annotations.get(key)
     if raw is None:
         return None
@@ -225,15 +239,18 @@ def _quantity_annotation(pod: Pod, key: str, bound: Decimal | None) -> str | Non
         raise InjectionError(f'annotation {key}: "{raw}" is not a Kubernetes quantity (e.g. 200m, 256Mi)')
     if value <= 0:
         raise InjectionError(f'annotation {key}: "{raw}" must be greater than zero')
-    if bound is not None and value > bound:
-        raise InjectionError(f'annotation {key}: "{raw}" exceeds the policy maximum {bound.normalize():f}')
+    if whole and value != value.to_integral_value():
+        hint = ' ("m" is thousandths; mebibytes are "Mi")' if raw.endswith("m") else ""
+        raise InjectionError(f'annotation {key}: "{raw}" is not a whole number of bytes{hint}')
+    if bound is not None and value > bound.value:
+        raise InjectionError(f'annotation {key}: "{raw}" exceeds the policy maximum {bound.text}')
     return raw
 
 
 def _proxy_container(inj: Injector, pod: Pod) -> dict[str, Any]:
     container = dict(inj.container)
     cpu = _quantity_annotation(pod, PROXY_CPU_ANNOTATION, inj.max_cpu)
-    memory = _quantity_annotation(pod, PROXY_MEMORY_ANNOTATION, inj.max_memory)
+    memory = _quantity_annotation(pod, PROXY_MEMORY_ANNOTATION, inj.max_memory, whole=True)
     if cpu or memory:
         resources = dict(container.get("resources") or {})
         requests = dict(resources.get("requests") or {})
@@ -246,11 +263,23 @@ def _proxy_container(inj: Injector, pod: Pod) -> dict[str, Any]:
     return container
 
 
-def _redirect_container(inj: Injector, pod: Pod) -> dict[str, Any] | None:
+def _redirect_container(inj: Injector, pod: Pod, reserved: frozenset[tuple[int, str]]) -> dict[str, Any] | None:
     if inj.redirect is None:
         return None
     ports = inj.redirect_ports
-    inbound = sorted({*ports.get("excludeInbound", ()), *_ports_annotation(pod, EXCLUDE_INBOUND_ANNOTATION)})
+    excluded = _ports_annotation(pod, EXCLUDE_INBOUND_ANNOTATION)
+    # The profile may exclude the proxy's own ports (health, metrics); a Pod may not: traffic to the
+    # capture ports or the proxy's listeners must not slip past the redirect.
+    own = {port for port, protocol in reserved if protocol == "TCP"}
+    own.update(p for p in (ports.get("inbound"), ports.get("outbound")) if p is not None)
+    for port in excluded:
+        if port in own:
+            raw = pod.annotations[EXCLUDE_INBOUND_ANNOTATION]
+            what = " (its inbound capture port)" if port == ports.get("inbound") else ""
+            raise InjectionError(f'annotation {EXCLUDE_INBOUND_ANNOTATION}: "{raw}" includes {port}, a port of the '
+                                 f'mesh proxy "{inj.proxy_name}"{what}: only the mesh profile may exclude the '
+                                 f"proxy's ports; leave it out")
+    inbound = sorted({*ports.get("excludeInbound", ()), *excluded})
     outbound = sorted({*ports.get("excludeOutbound", ()), *_ports_annotation(pod, EXCLUDE_OUTBOUND_ANNOTATION)})
     values = {
         "proxyUID": str(inj.proxy_uid),
@@ -260,8 +289,26 @@ def _redirect_container(inj: Injector, pod: Pod) -> dict[str, Any] | None:
         "excludeOutboundPorts": ",".join(map(str, outbound)),
     }
     container = dict(inj.redirect)
-    container["args"] = [_fill(arg, values) for arg in container.get("args") or ()]
+    container["args"] = _fill_args(container.get("args") or (), values)
     return container
+
+
+def _fill_args(templates: Any, values: Mapping[str, str]) -> list[str]:
+    """Fill in the placeholders. Where they fill in nothing (no excluded ports), the option is left
+    out rather than given an empty value: ``--flag {x}`` loses both arguments, ``--flag={x}`` its
+    one."""
+    args: list[str] = []
+    flag = False  # the last argument is a plain option ("-..."), which the next one may be the value of
+    for template in templates:
+        arg = _fill(template, values)
+        if arg != template and arg == PLACEHOLDER.sub("", template) and (arg == "" or arg.endswith("=")):
+            if arg == "" and flag:
+                args.pop()
+            flag = False
+            continue
+        flag = arg.startswith("-") and arg == template
+        args.append(arg)
+    return args
 
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
@@ -286,7 +333,7 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
         return Plan(skip=reason)
     inj: Injector = policy.mesh.profile.injector
     proxy = _proxy_container(inj, pod)
-    redirect = _redirect_container(inj, pod)
+    redirect = _redirect_container(inj, pod, policy.mesh.profile.proxy.reserved)
     if STATUS_ANNOTATION in pod.annotations:
         raise InjectionError(f'the pod carries {STATUS_ANNOTATION}, but no "{inj.proxy_name}" container runs in '
                              f"it: remove the annotation (copied from an injected pod?) so that podgate can inject "
