@@ -1,7 +1,8 @@
 """Namespace labels, which an AdmissionRequest does not carry.
 
 Offline (``check``, ``inject``, tests) they come from a file or from Namespace objects in the
-input; a server without API access reads the same file.
+input; a server without API access reads the same file. What the file says of a namespace wins
+over a Namespace object in the input: the file is what the user asked for by name.
 """
 
 from __future__ import annotations
@@ -25,18 +26,20 @@ class StaticNamespaceLabels:
 
     def __init__(self, labels: Mapping[str, Labels] | None = None) -> None:
         self.labels: dict[str, Labels] = dict(labels or {})
+        self.given: frozenset[str] = frozenset()  # namespaces a Namespace object may not redefine
 
     def __call__(self, namespace: str) -> Labels | None:
         return self.labels.get(namespace)
 
     def add_namespaces(self, objects: Iterable[Any]) -> None:
-        """Take labels from Namespace objects (e.g. found next to the Pods being checked)."""
+        """Take labels from Namespace objects (e.g. found next to the Pods being checked), except
+        for the namespaces the labels file names."""
         for obj in objects:
             if isinstance(obj, dict) and obj.get("kind") == "Namespace" and obj.get("apiVersion") == "v1":
                 meta = obj.get("metadata") or {}
                 name = meta.get("name")
                 labels = meta.get("labels") or {}
-                if isinstance(name, str) and isinstance(labels, dict):
+                if isinstance(name, str) and isinstance(labels, dict) and name not in self.given:
                     self.labels[name] = {str(k): str(v) for k, v in labels.items()}
 
 
@@ -57,4 +60,5 @@ def load_namespace_labels(path: str | Path) -> StaticNamespaceLabels:
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
                 raise NamespaceLabelsError(f"{path}: labels of namespace {name!r} must be strings")
             result.labels[str(name)] = labels
+    result.given = frozenset(result.labels)
     return result
