@@ -18,13 +18,13 @@ from typing import Any
 import orjson
 
 from . import __version__
-from . import check, explain, lint, suite
+from . import check, explain, inject_manifests, lint, suite
 from .admission import Context, review
 from .certs import DEFAULT_NAMES, ensure_self_signed, service_names, write_certificates
 from .errors import PodgateError
-from .manifests import dump_documents, iter_files, read_documents
+from .manifests import dump_documents
 from .namespaces import StaticNamespaceLabels, load_namespace_labels
-from .offline import STEPS, admit, pod_review
+from .offline import STEPS
 from .policy import PolicySet, load_policy_set
 from .rules import RULES
 from .settings import Settings
@@ -151,29 +151,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    labels = _namespace_labels(args)
-    docs = [doc for source in iter_files(args.paths) for doc in read_documents(source)]
-    labels.add_namespaces(d.obj for d in docs)
-    ctx = Context(_policies(args), labels)
-    out = []
-    for doc in docs:
-        if not doc.has_pod:
-            out.append(doc.obj)
-            continue
-        namespace = doc.namespace(args.namespace)
-        pod = doc.pod(namespace)
-        if pod is None:
-            raise UsageError(f"{doc.source}: {doc.where}: {doc.kind} {doc.name!r} has no pod template")
-        result = admit(pod_review(pod, namespace, uid="podgate-inject"), "mutate", ctx)
-        if result.error or not result.allowed:
-            raise UsageError(f"{doc.source}: {doc.where}: "
-                             f"{result.error or result.status.get('message', 'denied')}")
-        out.append(doc.with_pod(result.object) if result.injected else doc.obj)
-        if not result.injected:
-            reason = result.decision.reason if result.decision else "not injected"
-            print(f"{doc.source} [{doc.where}] {doc.kind} {doc.name}: {reason}", file=sys.stderr)
-    sys.stdout.write(dump_documents(out))
-    return EXIT_OK
+    result = inject_manifests.run(args.paths, _policies(args), _namespace_labels(args), args.namespace)
+    sys.stdout.write(dump_documents(result.objects))
+    for note in result.notes:
+        print(note, file=sys.stderr)
+    check.print_errors(result.errors)
+    return EXIT_USAGE if result.errors else EXIT_OK
 
 
 # --- test, explain ----------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class Document:
     index: int  # document number in the file (items of a List share it)
     obj: Any
     item: int | None = None  # index in the List's items, for an object that comes from a List
+    parent: dict[str, Any] | None = None  # that List, for writing it back whole (podgate inject)
     line: int | None = None  # 1-based line where the document (or List item) starts
 
     @property
@@ -205,7 +206,8 @@ def read_documents(source: str) -> list[Document]:
 
 
 def _expand(label: str, index: int, obj: Any, node: yaml.Node) -> list[Document]:
-    """One document: itself, or the non-null items of a List (each with its line)."""
+    """One document: itself, or the non-null items of a List (each with its line; a List without
+    any is itself the document)."""
     line = node.start_mark.line + 1
     if not (isinstance(obj, dict) and _is_list(obj) and isinstance(obj.get("items"), list)):
         return [Document(label, index, obj, line=line)]
@@ -215,8 +217,9 @@ def _expand(label: str, index: int, obj: Any, node: yaml.Node) -> list[Document]
             if isinstance(key, yaml.ScalarNode) and key.value == "items" and isinstance(value, yaml.SequenceNode):
                 item_nodes = value.value
     lines = [n.start_mark.line + 1 for n in item_nodes] if len(item_nodes) == len(obj["items"]) else []
-    return [Document(label, index, item, item=i, line=lines[i] if lines else line)
-            for i, item in enumerate(obj["items"]) if item is not None]
+    items = [Document(label, index, item, item=i, line=lines[i] if lines else line, parent=obj)
+             for i, item in enumerate(obj["items"]) if item is not None]
+    return items or [Document(label, index, obj, line=line)]  # an empty List is still an object
 
 
 def dump_documents(objects: Sequence[Any]) -> str:
