@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -135,28 +135,35 @@ def check_document(doc: Document, ctx: Context, default_namespace: str, inject: 
     return CheckResult(doc, namespace, name, result.allowed, result.injected, decision, error)
 
 
-def load(paths: Sequence[str], report: Report, labels: StaticNamespaceLabels) -> list[Document]:
-    """Read every file, recording those that fail and the documents that are not Kubernetes
-    objects; Namespace objects found add their labels."""
-    docs: list[Document] = []
+def read_files(paths: Sequence[str], errors: list[InputError]) -> Iterator[list[Document]]:
+    """The Documents of every file under ``paths``, a list per file, one file at a time (so that
+    what the caller records comes in the order met). A list is empty for an empty file and for
+    one that cannot be read or parsed: that is recorded in ``errors``, as is a missing path."""
     for path in paths:
         try:
             sources = list(iter_files([path]))
         except ManifestError as exc:
-            report.errors.append(InputError(str(exc), exc.source, exc.line))
+            errors.append(InputError(str(exc), exc.source, exc.line))
             continue
         for source in sources:
-            report.files += 1
             try:
-                found = read_documents(source)
+                yield read_documents(source)
             except ManifestError as exc:
-                report.errors.append(InputError(str(exc), exc.source, exc.line))
-                continue
-            for doc in found:
-                if (problem := doc.problem) is not None:
-                    report.errors.append(InputError.at(doc, problem))
-                else:
-                    docs.append(doc)
+                errors.append(InputError(str(exc), exc.source, exc.line))
+                yield []
+
+
+def load(paths: Sequence[str], report: Report, labels: StaticNamespaceLabels) -> list[Document]:
+    """Read every file, recording those that fail and the documents that are not Kubernetes
+    objects; Namespace objects found add their labels."""
+    docs: list[Document] = []
+    for found in read_files(paths, report.errors):
+        report.files += 1
+        for doc in found:
+            if (problem := doc.problem) is not None:
+                report.errors.append(InputError.at(doc, problem))
+            else:
+                docs.append(doc)
     report.objects = len(docs)
     labels.add_namespaces(d.obj for d in docs)
     return docs

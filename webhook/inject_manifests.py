@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .admission import Context
-from .check import InputError, nothing_found
-from .manifests import TEMPLATE_PATHS, Document, ManifestError, iter_files, read_documents
+from .check import InputError, nothing_found, read_files
+from .manifests import TEMPLATE_PATHS, Document
 from .namespaces import StaticNamespaceLabels
 from .offline import admit, pod_review
 from .policy import PolicySet
@@ -31,18 +31,7 @@ class InjectRun:
 
 
 def _read(paths: Sequence[str], run: InjectRun) -> list[list[Document]]:
-    files: list[list[Document]] = []
-    for path in paths:
-        try:
-            sources = list(iter_files([path]))
-        except ManifestError as exc:
-            run.errors.append(InputError(str(exc), exc.source, exc.line))
-            continue
-        for source in sources:
-            try:
-                files.append(read_documents(source))
-            except ManifestError as exc:
-                run.errors.append(InputError(str(exc), exc.source, exc.line))
+    files = list(read_files(paths, run.errors))
     if not any(files) and not run.errors:
         run.errors.append(InputError(nothing_found(paths, len(files))))
     return files
