@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,17 @@ def test_not_a_directory_is_a_usage_error(tmp_path: Path, capsys: pytest.Capture
 def test_empty_directory_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = lint(capsys, str(tmp_path))
     assert code == 1 and "error: no policy files (*.yaml) found" in out
+
+
+@pytest.mark.parametrize("value", ["true", "null", "\"15000\"", "{port: true}"])
+def test_a_wrong_type_among_reserved_ports_is_reported_not_looped_on(tmp_path: Path, value: str) -> None:
+    """jsonschema's best_match may hand back the error it was given: explaining it must still end
+    (a reload of such a file used to hang the thread that read it)."""
+    for path in (REPO / "policies").glob("*.yaml"):
+        shutil.copy(path, tmp_path)
+    profile = tmp_path / "mesh-proxy.yaml"
+    profile.write_text(profile.read_text().replace("reservedPorts: [15000,", f"reservedPorts: [{value}, 15000,", 1))
+    done = subprocess.run([sys.executable, "-m", "webhook.cli", "policy", "lint", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 1, done.stderr
+    assert "mesh-proxy.yaml:11: error: /spec/proxy/reservedPorts/0:" in done.stdout

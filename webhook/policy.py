@@ -79,9 +79,9 @@ def explain_schema_error(error: jsonschema.ValidationError) -> tuple[jsonschema.
             return error, custom.replace("{value}", repr(error.instance))
         if not error.context:
             break
-        error = jsonschema.exceptions.best_match([error])
-        if not error.context:
-            continue  # the chosen branch may have its own errorMessage
+        # one level down each time (best_match([error]) may hand back ``error`` itself: a loop
+        # that never ends); the chosen branch may have its own errorMessage
+        error = jsonschema.exceptions.best_match(error.context)
     message = error.message
     if error.validator == "type" and error.instance is None:
         message = f"empty (null), expected {error.validator_value!r}: give a value or leave the key out"
