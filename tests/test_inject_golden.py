@@ -179,3 +179,30 @@ def test_served_mutate_and_podgate_inject_agree(server: Any, case: Path, tmp_pat
     labels.write_text(yaml.safe_dump(LABELS.labels))
     assert main(["inject", "--namespace-labels", str(labels), str(case)]) == 0
     assert capsys.readouterr().out == dump_documents([served])
+
+
+def _redirect_args(pod: dict[str, Any], policies: PolicySet) -> list[str]:
+    decision = mutate(pod, policies)
+    assert decision.patch, decision.reason
+    head = next(op for op in decision.patch if op["path"] == "/spec/initContainers")
+    return head["value"][0]["args"]
+
+
+def test_the_redirect_arguments_follow_each_pods_own_exclusions() -> None:
+    """The filled-in redirect arguments are kept per pair of exclusion lists: a Pod never gets
+    another Pod's, and Pods with ever new exclusions do not grow the table without bound."""
+    policies = load_policy_set(None)
+
+    def pod(annotations: dict[str, str]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "web", "namespace": "meshed", "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": "app"}]}}
+
+    plain = _redirect_args(pod({}), policies)
+    excluding = _redirect_args(pod({"podgate.io/exclude-inbound-ports": "8081"}), policies)
+    assert "8081" not in " ".join(plain) and "8081" in " ".join(excluding)
+    assert _redirect_args(pod({}), policies) == plain
+    for port in range(9000, 9100):
+        assert str(port) in " ".join(_redirect_args(pod({"podgate.io/exclude-outbound-ports": str(port)}), policies))
+    injector = policies.default.mesh.profile.injector  # type: ignore[union-attr]
+    assert 2 <= len(injector.redirect_args) <= 64

@@ -33,6 +33,7 @@ PROXY_MEMORY_ANNOTATION = "podgate.io/proxy-memory"
 EXCLUDE_INBOUND_ANNOTATION = "podgate.io/exclude-inbound-ports"
 EXCLUDE_OUTBOUND_ANNOTATION = "podgate.io/exclude-outbound-ports"
 MAX_EXCLUDED_PORTS = 64
+MAX_CACHED_REDIRECTS = 64
 PLACEHOLDER = re.compile(r"\{(?:proxyUID|inboundPort|outboundPort|excludeInboundPorts|excludeOutboundPorts)\}")
 # resource.Quantity's syntax (k8s.io/apimachinery), ASCII only
 QUANTITY = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?", re.ASCII)
@@ -60,6 +61,10 @@ class Injector:
     max_cpu: Bound | None
     max_memory: Bound | None
     profile_hash: str = field(default="")
+    # The redirect's arguments for each pair of excluded-port lists seen (most Pods: none, so one
+    # entry): filling the template in on every request cost more than the rest of the plan.
+    redirect_args: dict[tuple[tuple[int, ...], tuple[int, ...]], list[str]] = field(
+        default_factory=dict, compare=False, repr=False)
 
 
 def compile_injector(profile: str, proxy_name: str, proxy_uid: int, spec: Mapping[str, Any]) -> Injector | None:
@@ -268,28 +273,36 @@ def _redirect_container(inj: Injector, pod: Pod, reserved: frozenset[tuple[int, 
         return None
     ports = inj.redirect_ports
     excluded = _ports_annotation(pod, EXCLUDE_INBOUND_ANNOTATION)
-    # The profile may exclude the proxy's own ports (health, metrics); a Pod may not: traffic to the
-    # capture ports or the proxy's listeners must not slip past the redirect.
-    own = {port for port, protocol in reserved if protocol == "TCP"}
-    own.update(p for p in (ports.get("inbound"), ports.get("outbound")) if p is not None)
-    for port in excluded:
-        if port in own:
-            raw = pod.annotations[EXCLUDE_INBOUND_ANNOTATION]
-            what = " (its inbound capture port)" if port == ports.get("inbound") else ""
-            raise InjectionError(f'annotation {EXCLUDE_INBOUND_ANNOTATION}: "{raw}" includes {port}, a port of the '
-                                 f'mesh proxy "{inj.proxy_name}"{what}: only the mesh profile may exclude the '
-                                 f"proxy's ports; leave it out")
-    inbound = sorted({*ports.get("excludeInbound", ()), *excluded})
-    outbound = sorted({*ports.get("excludeOutbound", ()), *_ports_annotation(pod, EXCLUDE_OUTBOUND_ANNOTATION)})
-    values = {
-        "proxyUID": str(inj.proxy_uid),
-        "inboundPort": str(ports.get("inbound", "")),
-        "outboundPort": str(ports.get("outbound", "")),
-        "excludeInboundPorts": ",".join(map(str, inbound)),
-        "excludeOutboundPorts": ",".join(map(str, outbound)),
-    }
+    excluded_out = _ports_annotation(pod, EXCLUDE_OUTBOUND_ANNOTATION)
+    if excluded:
+        # The profile may exclude the proxy's own ports (health, metrics); a Pod may not: traffic to
+        # the capture ports or the proxy's listeners must not slip past the redirect.
+        own = {port for port, protocol in reserved if protocol == "TCP"}
+        own.update(p for p in (ports.get("inbound"), ports.get("outbound")) if p is not None)
+        for port in excluded:
+            if port in own:
+                raw = pod.annotations[EXCLUDE_INBOUND_ANNOTATION]
+                what = " (its inbound capture port)" if port == ports.get("inbound") else ""
+                raise InjectionError(f'annotation {EXCLUDE_INBOUND_ANNOTATION}: "{raw}" includes {port}, a port of '
+                                     f'the mesh proxy "{inj.proxy_name}"{what}: only the mesh profile may exclude '
+                                     f"the proxy's ports; leave it out")
+    key = (tuple(excluded), tuple(excluded_out))
+    args = inj.redirect_args.get(key)
+    if args is None:
+        inbound = sorted({*ports.get("excludeInbound", ()), *excluded})
+        outbound = sorted({*ports.get("excludeOutbound", ()), *excluded_out})
+        values = {
+            "proxyUID": str(inj.proxy_uid),
+            "inboundPort": str(ports.get("inbound", "")),
+            "outboundPort": str(ports.get("outbound", "")),
+            "excludeInboundPorts": ",".join(map(str, inbound)),
+            "excludeOutboundPorts": ",".join(map(str, outbound)),
+        }
+        args = _fill_args(inj.redirect.get("args") or (), values)
+        if len(inj.redirect_args) < MAX_CACHED_REDIRECTS:  # Pods choose the keys: keep the table small
+            inj.redirect_args[key] = args
     container = dict(inj.redirect)
-    container["args"] = _fill_args(container.get("args") or (), values)
+    container["args"] = args
     return container
 
 
