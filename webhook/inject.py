@@ -270,6 +270,10 @@ def _proxy_container(inj: Injector, pod: Pod) -> dict[str, Any]:
 
 def _redirect_container(inj: Injector, pod: Pod, reserved: frozenset[tuple[int, str]]) -> dict[str, Any] | None:
     if inj.redirect is None:
+        for key in (EXCLUDE_INBOUND_ANNOTATION, EXCLUDE_OUTBOUND_ANNOTATION):
+            if key in pod.annotations:  # it would do nothing: say so rather than ignore it
+                raise InjectionError(f'annotation {key}: the mesh profile "{inj.profile}" injects no traffic '
+                                     f"redirect, so there are no ports to exclude; remove the annotation")
         return None
     ports = inj.redirect_ports
     excluded = _ports_annotation(pod, EXCLUDE_INBOUND_ANNOTATION)
