@@ -95,7 +95,6 @@ class Report:
     # result with ``error``), a run that found nothing
     errors: list[InputError] = field(default_factory=list)
     files: int = 0
-    objects: int = 0  # Kubernetes objects found, of any kind
 
     @property
     def exit_code(self) -> int:
@@ -164,7 +163,6 @@ def load(paths: Sequence[str], report: Report, labels: StaticNamespaceLabels) ->
                 report.errors.append(InputError.at(doc, problem))
             else:
                 docs.append(doc)
-    report.objects = len(docs)
     labels.add_namespaces(d.obj for d in docs)
     return docs
 

@@ -349,12 +349,12 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
     if reason is not None:
         return Plan(skip=reason)
     inj: Injector = policy.mesh.profile.injector
-    proxy = _proxy_container(inj, pod)
-    redirect = _redirect_container(inj, pod, policy.mesh.profile.proxy.reserved)
     if STATUS_ANNOTATION in pod.annotations:
         raise InjectionError(f'the pod carries {STATUS_ANNOTATION}, but no "{inj.proxy_name}" container runs in '
                              f"it: remove the annotation (copied from an injected pod?) so that podgate can inject "
                              f"the proxy")
+    proxy = _proxy_container(inj, pod)
+    redirect = _redirect_container(inj, pod, policy.mesh.profile.proxy.reserved)
     for new in (proxy, redirect):
         if new is None or (taken := pod.container(new["name"])) is None:
             continue

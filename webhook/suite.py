@@ -456,23 +456,30 @@ class _Input:
     """One case a file yields: the AdmissionReview, and where in the file it comes from."""
 
     body: dict[str, Any]
-    is_request: bool
-    document: int | None = None  # the document number and List item of a manifest's object
-    item: int | None = None
+    doc: Document | None = None  # the manifest's object; None for a recorded request
     pick: bool = False  # the file holds several Pods or workloads: the case must say which
 
+    @property
+    def is_request(self) -> bool:
+        return self.doc is None
+
+    @property
+    def document(self) -> int | None:
+        return self.doc.index if self.doc else None
+
+    @property
+    def item(self) -> int | None:
+        return self.doc.item if self.doc else None
+
     def label(self, path: Path) -> str:
-        if self.is_request:
-            return str(path)
-        where = f"document {self.document}" + (f", item {self.item}" if self.item is not None else "")
-        return f"{path} [{where}]"
+        return str(path) if self.doc is None else f"{path} [{self.doc.where}]"
 
 
 def _inputs(path: Path, namespace: str) -> list[_Input]:
     """The cases a file yields: one for a request, one per Pod or workload for a manifest."""
     docs = _read_structured(path, "file", str(path))
     if len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("kind") == "AdmissionReview":
-        return [_Input(docs[0], True)]
+        return [_Input(docs[0])]
     try:
         pods = [d for d in read_documents(str(path)) if d.has_pod]
     except ManifestError as exc:
@@ -480,7 +487,7 @@ def _inputs(path: Path, namespace: str) -> list[_Input]:
     if not pods:
         raise SuiteError(f"{path}: neither an AdmissionReview nor a manifest with a Pod or workload")
     many = len(pods) > 1
-    return [_Input(_manifest_review(d.obj, namespace, f"{path}: {d.where}"), False, d.index, d.item, many)
+    return [_Input(_manifest_review(d.obj, namespace, f"{path}: {d.where}"), d, many)
             for d in pods]
 
 
