@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 AUDIT_VENV ?= .audit-venv
 
-.PHONY: serve test bench lint audit clean
+.PHONY: serve test bench lint layers audit clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ $(AUDIT_VENV)/bin/pip-audit:
 
 audit: $(BIN)/.installed $(AUDIT_VENV)/bin/pip-audit
 	$(BIN)/python .ci/audit.py $(AUDIT_VENV)/bin/pip-audit $(BIN)/python
+
+# The architecture's layers (cli -> server -> core; the core serves no HTTP), see pyproject.toml.
+layers: $(BIN)/.installed
+	$(BIN)/lint-imports
 
 lint: $(BIN)/.installed
 	$(BIN)/podgate policy lint policies

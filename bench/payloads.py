@@ -117,7 +117,7 @@ def fifty_containers() -> dict[str, Any]:
 def injected(body: bytes) -> bytes:
     """The body /validate sees after /mutate: the same review with the patched Pod."""
     from webhook.admission import Context
-    from webhook.offline import admit
+    from webhook.cli.offline import admit
     from webhook.policy import load_policy_set
 
     review_doc = orjson.loads(body)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 
 from webhook.admission import Context
 from webhook.errors import PodgateError
-from webhook.manifests import Document, read_documents
+from webhook.cli.manifests import Document, read_documents
 from webhook.namespaces import StaticNamespaceLabels
 from webhook.policy import PolicySet, load_policy_set
 

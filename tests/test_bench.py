@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from webhook.app import create_app
-from webhook.settings import Settings
+from webhook.server.app import create_app
+from webhook.server.settings import Settings
 
 from .conftest import REPO, recorded, review_for
 from .test_rules import ctr, pod, port

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from kubernetes_validate.utils import SchemaNotFoundError
 
 from webhook.admission import Context, review
-from webhook.cli import build_parser
+from webhook.cli.commands import build_parser
 from webhook.inject import STATUS_ANNOTATION
 from webhook.namespaces import StaticNamespaceLabels
 from webhook.pods import MIRROR_ANNOTATION
@@ -103,7 +103,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="session")
 def ca_pem() -> str:
-    from webhook.certs import make_ca
+    from webhook.server.certs import make_ca
 
     cert, _ = make_ca("test CA")
     return cert.public_bytes(serialization.Encoding.PEM).decode()
@@ -849,7 +849,7 @@ def test_container_command_is_one_podgate_serve_accepts(rendered):
 def test_the_kubelet_waits_for_the_whole_shutdown(rendered):
     """SIGTERM starts the readiness drain, then gunicorn's graceful stop: the kubelet's SIGKILL
     (after terminationGracePeriodSeconds) must come after both, with time for the last reports."""
-    from webhook.server import ServerOptions
+    from webhook.server.runner import ServerOptions
 
     pod = one(rendered[1], "Deployment")["spec"]["template"]["spec"]
     args = build_parser().parse_args(container(rendered[1])["command"][1:])
@@ -1062,7 +1062,7 @@ def test_policy_configmap_loads_as_a_policy_set(chart, ca_pem, tmp_path):
 def test_the_readme_documents_every_metric():
     from prometheus_client import REGISTRY
 
-    from webhook import metrics
+    from webhook.server import metrics
 
     metrics.set_namespace_cache(True, 0)  # its gauges appear on first use
     names = {m.name for m in REGISTRY.collect() if m.name.startswith("podgate_")}

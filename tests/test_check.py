@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook import check
-from webhook.cli import main
-from webhook.manifests import read_documents
+from webhook.cli import check
+from webhook.cli.commands import main
+from webhook.cli.manifests import read_documents
 
 from .conftest import CORPUS
 

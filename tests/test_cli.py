@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from webhook.cli import main
+from webhook.cli.commands import main
 
 from .conftest import APISERVER_REVIEWS, REPO
 

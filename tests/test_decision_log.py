@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from webhook import logs
+from webhook.server import logs
 
 FIELDS = {"webhook": "validate", "latency_ms": 0.5, "uid": "u1", "allowed": False, "rules": ["port-collision"],
           "violations": [{"rule": "port-collision", "action": "deny", "containers": ["a", "b"], "port": 8080}]}

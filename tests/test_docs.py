@@ -27,11 +27,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook.cli import build_parser
-from webhook.lint import lint
+from webhook.cli.commands import build_parser
+from webhook.cli.lint import lint
 from webhook.policy import load_policy_set
 from webhook.policy import schema_validator
-from webhook.suite import SCHEMA_FILE as SUITE_SCHEMA
+from webhook.cli.suite import SCHEMA_FILE as SUITE_SCHEMA
 
 from .conftest import REPO
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.cli import main
-from webhook.explain import markdown
+from webhook.cli.commands import main
+from webhook.cli.explain import markdown
 from webhook.rules import RULES
 
 from .conftest import REPO

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from webhook.admission import Context, Outcome, review
-from webhook.app import create_app
-from webhook.settings import Settings
+from webhook.server.app import create_app
+from webhook.server.settings import Settings
 
 from .conftest import APISERVER_REVIEWS, CORPUS, review_for
 

@@ -13,7 +13,7 @@ import jsonpatch
 import pytest
 
 from webhook.admission import Context, decide
-from webhook.offline import pod_review
+from webhook.cli.offline import pod_review
 from webhook.policy import default_policy_dir, load_policy_set
 from webhook.review import parse_review
 

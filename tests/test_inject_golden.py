@@ -20,7 +20,7 @@ import yaml
 
 from webhook.admission import Context, decide
 from webhook.namespaces import StaticNamespaceLabels
-from webhook.offline import pod_review
+from webhook.cli.offline import pod_review
 from webhook.policy import PolicySet, load_policy_set
 from webhook.review import AdmissionRequest, parse_review
 
@@ -166,8 +166,8 @@ def test_served_mutate_and_podgate_inject_agree(server: Any, case: Path, tmp_pat
     import base64
     import json
 
-    from webhook.cli import main
-    from webhook.manifests import dump_documents
+    from webhook.cli.commands import main
+    from webhook.cli.manifests import dump_documents
 
     pod = yaml.safe_load(case.read_text())
     body = pod_review(pod, pod["metadata"]["namespace"], dry_run=False)

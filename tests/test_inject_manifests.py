@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook.cli import main
+from webhook.cli.commands import main
 
 MESHED = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {podgate.io/mesh: enabled}}\n"
 POD = """apiVersion: v1

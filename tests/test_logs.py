@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
-from webhook.app import create_app
-from webhook.logs import JsonFormatter
-from webhook.settings import Settings
+from webhook.server.app import create_app
+from webhook.server.logs import JsonFormatter
+from webhook.server.settings import Settings
 
 from .conftest import review_for
 from .test_rules import ctr, pod, port

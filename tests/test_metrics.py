@@ -18,9 +18,9 @@ import trustme
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from webhook import metrics
-from webhook.app import create_app
-from webhook.settings import Settings
+from webhook.server import metrics
+from webhook.server.app import create_app
+from webhook.server.settings import Settings
 
 from .conftest import APISERVER_REVIEWS, recorded, review_for
 from .live_server import live_server
@@ -124,7 +124,7 @@ def test_skip_labels_come_from_the_sentence_not_the_names_in_it(reason, label):
 def test_policy_reload_failure_is_counted(tmp_path):
     policies = tmp_path / "policies"
     policies.mkdir()
-    for good in (Path(metrics.__file__).parents[1] / "policies").glob("*.yaml"):
+    for good in (Path(metrics.__file__).parents[2] / "policies").glob("*.yaml"):
         (policies / good.name).write_text(good.read_text())
     app = create_app(Settings(policy_dir=policies, reload_interval=0))
     store = app.extensions["podgate"].store
@@ -286,7 +286,7 @@ def test_counts_are_exact_across_workers_and_recycled_workers(tmp_path):
 
 
 def test_metrics_dir_must_be_prepared_before_prometheus_client_is_imported():
-    from webhook.server import prepare_metrics_dir
+    from webhook.server.runner import prepare_metrics_dir
 
     with pytest.raises(RuntimeError, match="imported before"):
         prepare_metrics_dir({})  # this test process imported it long ago

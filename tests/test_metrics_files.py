@@ -13,8 +13,8 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from webhook import metrics, metrics_files
-from webhook.metrics_files import MULTIPROC_ENV, Archiver
+from webhook.server import metrics, metrics_files
+from webhook.server.metrics_files import MULTIPROC_ENV, Archiver
 
 from .test_metrics import samples
 

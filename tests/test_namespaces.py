@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.cli import main
+from webhook.cli.commands import main
 from webhook.namespaces import load_namespace_labels
 
 MESHED = "shop: {podgate.io/mesh: enabled}\n"

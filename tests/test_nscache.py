@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from webhook.admission import Context, review
-from webhook.nscache import NamespaceCache, NamespaceUnavailable, api_client
+from webhook.server.nscache import NamespaceCache, NamespaceUnavailable, api_client
 
 from .conftest import review_for
 from .live_server import live_server

@@ -121,9 +121,9 @@ def test_a_worker_booting_during_a_bad_update_keeps_the_inherited_set(tmp_path: 
     """gunicorn stops the whole server when a worker fails to boot: a worker that restarts
     (SIGKILL, --max-requests) while the files are invalid must boot with the last good set,
     which it inherits from the master's store."""
-    from webhook.app import create_app
+    from webhook.server.app import create_app
     from webhook.errors import PolicyError
-    from webhook.settings import Settings
+    from webhook.server.settings import Settings
 
     shutil.copy(BUNDLED / "mesh-proxy.yaml", tmp_path)
     (tmp_path / "p.yaml").write_text(policy_doc("rules: {port-collision: warn}"))

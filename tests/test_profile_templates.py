@@ -20,9 +20,9 @@ import yaml
 from referencing import Registry, Resource
 
 from webhook.admission import Context, decide
-from webhook.cli import main
+from webhook.cli.commands import main
 from webhook.errors import PolicyError
-from webhook.offline import pod_review
+from webhook.cli.offline import pod_review
 from webhook.policy import default_policy_dir, load_policy_set, schema_validator
 from webhook.review import parse_review
 from webhook.store import PolicyStore

@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from webhook.cli import main
-from webhook.record import CLAIMS, REDACTED_USER, Recorder, RecordOptions
+from webhook.cli.commands import main
+from webhook.server.record import CLAIMS, REDACTED_USER, Recorder, RecordOptions
 from webhook.review import parse_review
-from webhook.settings import Settings
+from webhook.server.settings import Settings
 
 from .conftest import recorded, review_for
 from .live_server import live_server
@@ -137,7 +137,7 @@ def test_recorded_live_traffic_becomes_a_passing_suite(tmp_path: Path, capsys: p
 def test_every_setting_round_trips_through_the_environment() -> None:
     from dataclasses import fields
 
-    from webhook.settings import ENVIRONMENT
+    from webhook.server.settings import ENVIRONMENT
 
     assert {f.name for f in fields(Settings)} == {field for field, _, _ in ENVIRONMENT.values()}
     changed = Settings(policy_dir=Path("/p"), reload_interval=0.5, max_body_bytes=10, namespace_labels_file=Path("/n"),

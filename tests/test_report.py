@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from webhook import logs
+from webhook.server import logs
 from webhook.admission import Context, Outcome, review
 from webhook.policy import load_policy_set
-from webhook.report import Reporter
+from webhook.server.report import Reporter
 
 from .conftest import review_for
 from .test_rules import ctr, pod, port
@@ -76,8 +76,8 @@ def test_a_process_that_exits_reports_what_it_held(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(REPO)!r})
-        from webhook import logs
-        from webhook.report import Reporter
+        from webhook.server import logs
+        from webhook.server.report import Reporter
         from tests.test_report import outcome
         logs.configure()
         reporter = Reporter(3600)

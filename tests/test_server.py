@@ -93,7 +93,7 @@ def test_decisions_are_logged_as_json_lines(server: LiveServer) -> None:
 
 
 def test_reuses_a_good_certificate(tmp_path: Path) -> None:
-    from webhook.certs import ensure_self_signed
+    from webhook.server.certs import ensure_self_signed
 
     first = ensure_self_signed(tmp_path).cert.read_bytes()
     assert ensure_self_signed(tmp_path).cert.read_bytes() == first

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from webhook.app import create_app
-from webhook.settings import Settings
+from webhook.server.app import create_app
+from webhook.server.settings import Settings
 
 from .conftest import recorded, review_for
 from .test_rules import ctr, pod, port

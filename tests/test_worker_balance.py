@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.worker import FREE, ConnectionTable
+from webhook.server.worker import FREE, ConnectionTable
 
 from .live_server import live_server
 

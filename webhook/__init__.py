@@ -5,6 +5,6 @@ __version__ = "0.1.0"
 
 def create_app(settings=None):  # noqa: ANN001,ANN201  (re-exported lazily: keeps `import webhook` light)
     """The Flask app factory; see ``webhook.app.create_app``."""
-    from .app import create_app as factory
+    from .server.app import create_app as factory
 
     return factory(settings)

@@ -15,8 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from . import inject
-from .errors import InjectionError, PodShapeError, ReviewError
-from .nscache import NamespaceUnavailable
+from .errors import InjectionError, NamespaceUnavailable, PodShapeError, ReviewError
 from .pods import Pod, parse_pod
 from .policy import NamespaceLabels, PolicySet, no_namespace_labels
 from .review import AdmissionRequest, allowed, denied, errored, parse_review

@@ -43,3 +43,7 @@ class PolicyError(PodgateError):
 
 class InjectionError(PodgateError):
     """A Pod asks for an injection the policy does not allow (e.g. a bad override annotation)."""
+
+
+class NamespaceUnavailable(PodgateError):
+    """The labels of a namespace are unknown and the API server cannot be asked."""

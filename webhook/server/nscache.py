@@ -20,16 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .errors import PodgateError
-from .selectors import Labels
+from ..errors import NamespaceUnavailable
+from ..selectors import Labels
 
 log = logging.getLogger("podgate.namespaces")
 
 OnUnavailable = Literal["deny", "no-labels"]
-
-
-class NamespaceUnavailable(PodgateError):
-    """The labels of a namespace are unknown and the API server cannot be asked."""
 
 
 def api_client(source: str) -> Any:

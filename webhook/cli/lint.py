@@ -23,12 +23,19 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import PolicyError
+from ..errors import PolicyError
+from ..inject import template_problems
+from ..policy import (
+    PolicyLoader,
+    iter_policy_files,
+    load_policy_set,
+    mesh_profile_name,
+    reserved_ports,
+    schema_problems,
+)
+from ..rules import RULES
+from ..yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 from .explain import unknown_rule_message
-from .inject import template_problems
-from .policy import PolicyLoader, iter_policy_files, load_policy_set, mesh_profile_name, reserved_ports, schema_problems
-from .rules import RULES
-from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 
 Severity = Literal["error", "warning"]
 

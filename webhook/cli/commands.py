@@ -17,19 +17,18 @@ from typing import Any
 
 import orjson
 
-from . import __version__
+from .. import __version__
+from ..admission import Context, review
+from ..errors import PodgateError
+from ..namespaces import StaticNamespaceLabels, load_namespace_labels
+from ..policy import PolicySet, load_policy_set
+from ..rules import RULES
+from ..server.certs import DEFAULT_NAMES, ensure_self_signed, service_names, write_certificates
+from ..server.settings import Settings
 from . import check, explain, inject_manifests, lint, suite
-from .admission import Context, review
-from .certs import DEFAULT_NAMES, ensure_self_signed, service_names, write_certificates
-from .errors import PodgateError
-from .manifests import dump_documents
-from .namespaces import StaticNamespaceLabels, load_namespace_labels
-from .offline import STEPS
-from .policy import PolicySet, load_policy_set
-from .rules import RULES
-from .settings import Settings
-
 from .check import EXIT_DENIED, EXIT_OK, EXIT_USAGE
+from .manifests import dump_documents
+from .offline import STEPS
 
 
 class UsageError(PodgateError):
@@ -52,7 +51,7 @@ def _print_json(obj: Any) -> None:
 # --- serve ------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import PodgateServer, ServerOptions, prepare_metrics_dir
+    from ..server.runner import PodgateServer, ServerOptions, prepare_metrics_dir
 
     load_policy_set(args.policies)  # fail here, with the file and path, not in a booting worker
     if args.namespace_labels:
@@ -411,6 +410,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
 
-
-if __name__ == "__main__":
-    sys.exit(main())

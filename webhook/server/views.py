@@ -12,11 +12,11 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected
 
+from ..admission import Context, Webhook, review
+from ..errors import ReviewError
+from ..review import allowed, dumps, parse_review
 from . import metrics
-from .admission import Context, Webhook, review
-from .app import State, json_error
-from .errors import ReviewError
-from .review import allowed, dumps, parse_review
+from .state import State, json_error
 
 bp = Blueprint("admission", __name__)
 # Registered only with Settings.bench_baseline (PODGATE_BENCH_BASELINE=1): never in production.

@@ -23,7 +23,7 @@ podgate has none.
 
 Import prometheus-client here only inside functions: the master must not load the metric
 definitions (they would write files of their own), and the import must come after
-``server.prepare_metrics_dir``.
+``runner.prepare_metrics_dir``.
 """
 
 from __future__ import annotations

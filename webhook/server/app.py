@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -12,15 +10,15 @@ from flask import Flask, Response
 from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException
 
-from .errors import PolicyError
+from ..errors import PolicyError
+from ..namespaces import StaticNamespaceLabels, load_namespace_labels
+from ..policy import NamespaceLabels
+from ..store import PolicyStore
 from .logs import configure as configure_logging
-from .namespaces import StaticNamespaceLabels, load_namespace_labels
 from .nscache import NamespaceCache, api_client
-from .policy import NamespaceLabels
-from .record import RecordOptions, Recorder
-from .report import Reporter
+from .record import Recorder, RecordOptions
 from .settings import Settings
-from .store import PolicyStore
+from .state import State, json_error
 
 log = logging.getLogger("podgate")
 
@@ -33,40 +31,6 @@ class OrjsonProvider(JSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
-
-
-@dataclass
-class State:
-    """What the views need, kept on ``app.extensions["podgate"]``."""
-
-    settings: Settings
-    store: PolicyStore
-    namespace_labels: NamespaceLabels
-    recorder: Recorder | None = None  # podgate serve --record; None: recording is off
-    namespace_cache: NamespaceCache | None = None  # labels from the API server (in a cluster)
-    # True once the server was told to stop: /readyz fails while requests are still served
-    draining: Callable[[], bool] = lambda: False
-    reporter: Reporter = field(default_factory=Reporter)  # log line and metrics of each answer
-
-    @property
-    def ready(self) -> bool:
-        return self.readiness()[0]
-
-    def readiness(self) -> tuple[bool, str]:
-        """Ready once policies are loaded and (in a cluster) namespace labels first synced;
-        unready again once shutting down, while requests are still served (the drain)."""
-        if self.draining():
-            return False, "shutting down"
-        if self.store.current is None:
-            return False, "policies not loaded"
-        if self.namespace_cache is not None:
-            return self.namespace_cache.status()
-        return True, "ready"
-
-
-def json_error(status: int, message: str) -> Response:
-    return Response(orjson.dumps({"error": message, "status": status}), status=status,
-                    mimetype="application/json")
 
 
 def create_app(settings: Settings | None = None, store: PolicyStore | None = None) -> Flask:
@@ -109,12 +73,12 @@ def create_app(settings: Settings | None = None, store: PolicyStore | None = Non
                                           settings.record_max_bytes, settings.record_user_info))
     app.extensions["podgate"] = State(settings, store, labels, recorder, cache)
 
-    from .views import baseline_bp, bp
+    # The views import the metrics, which prometheus-client creates at import time: import them
+    # only now, after the server has set PROMETHEUS_MULTIPROC_DIR.
+    from .views import baseline_bp, bp, metrics_view
 
     app.register_blueprint(bp)
     if settings.metrics:
-        from .views import metrics_view
-
         app.add_url_rule("/metrics", view_func=metrics_view, methods=["GET"])
     if settings.bench_baseline:
         app.register_blueprint(baseline_bp)

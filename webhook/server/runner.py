@@ -29,12 +29,12 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from ..errors import PolicyError
+from ..store import PolicyStore
 from . import worker
-from .errors import PolicyError
 from .logs import configure as configure_logging
 from .metrics_files import MULTIPROC_ENV, Archiver
 from .settings import Settings
-from .store import PolicyStore
 
 
 @dataclass(frozen=True)

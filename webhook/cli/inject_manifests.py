@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .admission import Context
+from ..admission import Context
+from ..namespaces import StaticNamespaceLabels
+from ..policy import PolicySet
 from .check import InputError, nothing_found, read_files
 from .manifests import TEMPLATE_PATHS, Document
-from .namespaces import StaticNamespaceLabels
 from .offline import admit, pod_review
-from .policy import PolicySet
 
 
 @dataclass

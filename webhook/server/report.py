@@ -22,8 +22,8 @@ import time
 from collections import deque
 from typing import Any
 
+from ..admission import Outcome, Webhook
 from . import logs, metrics
-from .admission import Outcome, Webhook
 
 log = logging.getLogger("podgate")
 

@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import difflib
 import json
-from xml.etree import ElementTree
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import jsonschema
 import yaml
 
-from .admission import Context
-from .errors import PodgateError
+from ..admission import Context
+from ..errors import PodgateError
+from ..namespaces import StaticNamespaceLabels
+from ..policy import PolicySet, explain_schema_error, load_policy_set, schema_validator
+from ..rules import RULES
+from ..yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 from .explain import unknown_rule_message
 from .manifests import Document, ManifestError, read_documents
-from .namespaces import StaticNamespaceLabels
 from .offline import Admission, Step, admit, pod_review
-from .policy import PolicySet, explain_schema_error, load_policy_set, schema_validator
-from .rules import RULES
-from .yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 
 SUITE_NAMES = ("podgate-test.yaml", "podgate-test.yml")
 SCHEMA_FILE = "suite.schema.json"

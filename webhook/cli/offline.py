@@ -16,8 +16,8 @@ from typing import Any, Literal
 import jsonpatch
 import orjson
 
-from .admission import Context, Decision, Outcome, review
-from .rules import Finding
+from ..admission import Context, Decision, Outcome, review
+from ..rules import Finding
 
 Step = Literal["validate", "mutate", "admit"]  # admit: mutate, apply the patch, validate
 STEPS: tuple[Step, ...] = ("validate", "mutate", "admit")

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .errors import PodgateError
-from .pods import pod_name
+from ..errors import PodgateError
+from ..pods import pod_name
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 # kind -> path of the Pod template inside the object

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-
 _second: tuple[int, str] = (-1, "")  # the date part of the last timestamp, formatted once per second
 
 

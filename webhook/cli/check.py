@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .admission import Context, Decision
+from ..admission import Context, Decision
+from ..namespaces import StaticNamespaceLabels
 from .manifests import MANIFEST_SUFFIXES, Document, ManifestError, iter_files, read_documents
-from .namespaces import StaticNamespaceLabels
 from .offline import admit, pod_review
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import textwrap
 
-from .rules import RULES, Rule
+from ..rules import RULES, Rule
 
 WIDTH = 100
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from .review import AdmissionRequest
+from ..review import AdmissionRequest
 
 log = logging.getLogger("podgate.record")
 

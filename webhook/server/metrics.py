@@ -2,7 +2,7 @@
 the namespace cache.
 
 Under gunicorn every worker is its own process, so the values live in prometheus-client's
-multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set up by ``server.prepare_metrics_dir``
+multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set up by ``runner.prepare_metrics_dir``
 before any worker starts) and ``/metrics`` sums them across workers. Without that variable (the
 Flask test client, ``podgate review``) the same metrics are plain in-process values.
 
@@ -16,14 +16,21 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from . import metrics_files
 from .metrics_files import MULTIPROC_ENV
 
 if TYPE_CHECKING:
-    from .admission import Outcome
+    from ..admission import Outcome
 
 
 REQUESTS = Counter("podgate_admission_requests_total",
