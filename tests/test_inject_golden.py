@@ -86,11 +86,19 @@ def test_proxy_placement(case: Path) -> None:
     if status is None:
         assert golden == pod
         return
+    if "podgate.io/status" in (pod["metadata"].get("annotations") or {}):  # reinvoked: nothing moves
+        names = [[c["name"] for c in p["spec"].get(key) or []] for p in (pod, golden)
+                 for key in ("initContainers", "containers")]
+        assert names[:2] == names[2:]
+        return
     record = yaml.safe_load(status)
     init = [c["name"] for c in golden["spec"].get("initContainers") or []]
     assert init == record["initContainers"] + own_init
-    assert [c["name"] for c in golden["spec"]["containers"]] == own_app + record["containers"]
-    proxy = policies_for(case).governing(pod["metadata"]["namespace"], None).mesh.profile.proxy
+    profile = policies_for(case).governing(pod["metadata"]["namespace"], None).mesh.profile
+    held = profile.injector.hold and own_app  # classic with hold: the proxy first among the containers
+    apps = record["containers"] + own_app if held else own_app + record["containers"]
+    assert [c["name"] for c in golden["spec"]["containers"]] == apps
+    proxy = profile.proxy
     native = [c for c in golden["spec"].get("initContainers", []) if c["name"] == proxy.name]
     for container in native:
         assert container["restartPolicy"] == "Always"
@@ -206,3 +214,42 @@ def test_the_redirect_arguments_follow_each_pods_own_exclusions() -> None:
         assert str(port) in " ".join(_redirect_args(pod({"podgate.io/exclude-outbound-ports": str(port)}), policies))
     injector = policies.default.mesh.profile.injector  # type: ignore[union-attr]
     assert 2 <= len(injector.redirect_args) <= 64
+
+
+REINVOKED = sorted(INJECT.glob("reinvoked-*.yaml"))
+
+
+@pytest.mark.parametrize("case", REINVOKED, ids=lambda p: p.stem)
+def test_reinvocation_rewrites_the_probes_of_the_new_containers_only(case: Path) -> None:
+    """A Pod podgate injected, then another webhook added a container: only the new container's
+    probes change, their originals join the proxy's env var, and the status now knows it."""
+    import json
+
+    pod = yaml.safe_load(case.read_text())
+    got = yaml.safe_load(case.with_name(case.name + ".injected").read_text())
+    before, after = (json.loads(p["metadata"]["annotations"]["podgate.io/status"]) for p in (pod, got))
+    new = [c["name"] for key in ("initContainers", "containers") for c in pod["spec"].get(key) or []
+           if c["name"] not in before["podContainers"] + before["initContainers"] + before["containers"]]
+    assert new, "a reinvocation case adds a container"
+
+    def by_name(p: dict[str, Any]) -> dict[str, Any]:
+        return {c["name"]: c for key in ("initContainers", "containers") for c in p["spec"].get(key) or []}
+
+    def originals(p: dict[str, Any]) -> dict[str, Any]:
+        env = {e["name"]: e.get("value") for e in by_name(p)["mesh-proxy"].get("env") or []}
+        return json.loads(env.get("PODGATE_APP_PROBES") or "{}")
+
+    old, now = by_name(pod), by_name(got)
+    for name, container in old.items():
+        if name not in new and name != "mesh-proxy":
+            assert now[name] == container, f"{name} was there at injection and must not change"
+    if after == before:  # nothing to rewrite: the Pod comes back as it went in
+        assert got == pod
+        return
+    assert set(after["podContainers"]) == set(before["podContainers"]) | set(new)
+    assert {**before.get("probes", {}), **{n: after["probes"][n] for n in new}} == after["probes"]
+    assert originals(got) == {**originals(pod), **{n: originals(got)[n] for n in new}}
+    for name in new:
+        for kind in after["probes"][name]:
+            assert now[name][kind]["httpGet"]["port"] == 15020
+            assert set(now[name][kind]) - {"httpGet"} == set(old[name][kind]) - {"httpGet", "tcpSocket", "grpc"}

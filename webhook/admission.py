@@ -129,7 +129,8 @@ def _mutate(pod: Pod, policy: Any, labels: Any, where: str) -> Decision:
         return _shape_error(exc)
     if plan.skip is not None:
         return Decision(True, f"not injected: {plan.skip}", policy=policy.name, pod=where)
-    return Decision(True, "injected", patch=plan.patch, policy=policy.name, pod=where)
+    reason = "probes rewritten in containers added since injection" if plan.reinvoked else "injected"
+    return Decision(True, reason, patch=plan.patch, policy=policy.name, pod=where)
 
 
 def respond(request: AdmissionRequest, decision: Decision) -> dict[str, Any]:

@@ -3,10 +3,13 @@
 The patch is built straight from the injection plan (no deep copy, no diff): arrays the Pod
 lacks are added whole, keys are escaped (RFC 6901), ``metadata.managedFields`` is never
 touched. ``podgate inject`` applies this same patch (``offline.admit``), so it and ``/mutate``
-cannot disagree. A ``podgate.io/status`` annotation records what was injected; a Pod that carries
-the proxy (a native sidecar or an app container of its name: what runs for the Pod's life) is left
-alone, which makes injection idempotent under reinvocation. The annotation without a running proxy
-(copied from another Pod), or a classic init container named like the proxy, is refused.
+cannot disagree. A ``podgate.io/status`` annotation (webhook/status.py) records what was injected, the
+Pod's own containers at the time and the probes rewritten (webhook/proberewrite.py). A Pod that
+carries the proxy (a native sidecar or an app container of its name: what runs for the Pod's life)
+is not injected again; when the status says podgate injected it (reinvocation: another webhook ran
+in between), only the containers added since get their probes rewritten, and nothing else changes.
+The annotation without a running proxy (copied from another Pod), or a classic init container named
+like the proxy, is refused.
 """
 
 from __future__ import annotations
@@ -24,12 +27,25 @@ from jsonpointer import escape
 from kubernetes.utils.quantity import parse_quantity
 
 from .errors import InjectionError, PodShapeError, PolicyError
-from .pods import Pod, Role
+from .pods import Container, Pod, Role
+from .proberewrite import (
+    REWRITE_ANNOTATION,
+    ProbeRewrite,
+    compile_probe_rewrite,
+    decode_originals,
+    encode_originals,
+    env_value,
+    rewrite_container,
+)
 from .selectors import Labels
+from .status import STATUS_ANNOTATION, Status, read_status
 
-STATUS_ANNOTATION = "podgate.io/status"
 PROXY_CPU_ANNOTATION = "podgate.io/proxy-cpu"
 PROXY_MEMORY_ANNOTATION = "podgate.io/proxy-memory"
+PROXY_CPU_LIMIT_ANNOTATION = "podgate.io/proxy-cpu-limit"
+PROXY_MEMORY_LIMIT_ANNOTATION = "podgate.io/proxy-memory-limit"
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+ALREADY_INJECTED = f"already injected ({STATUS_ANNOTATION} is set)"
 EXCLUDE_INBOUND_ANNOTATION = "podgate.io/exclude-inbound-ports"
 EXCLUDE_OUTBOUND_ANNOTATION = "podgate.io/exclude-outbound-ports"
 MAX_EXCLUDED_PORTS = 64
@@ -61,6 +77,8 @@ class Injector:
     max_cpu: Bound | None
     max_memory: Bound | None
     profile_hash: str = field(default="")
+    probes: ProbeRewrite | None = None  # the probes of the Pod's containers go through the proxy's agent
+    hold: bool = False  # classic mode: the proxy comes first, its postStart hook holds the apps
     # The redirect's arguments for each pair of excluded-port lists seen (most Pods: none, so one
     # entry): filling the template in on every request cost more than the rest of the plan.
     redirect_args: dict[tuple[tuple[int, ...], tuple[int, ...]], list[str]] = field(
@@ -84,6 +102,9 @@ def compile_injector(profile: str, proxy_name: str, proxy_uid: int, spec: Mappin
     mode = spec.get("mode", "native")
     if mode == "native":
         container["restartPolicy"] = "Always"
+    hold = spec.get("hold")
+    if hold is not None:
+        container["lifecycle"] = {**(container.get("lifecycle") or {}), "postStart": hold["postStart"]}
     # Keep the API server's field order stable: name first reads best in golden files.
     container = {"name": proxy_name, **{k: v for k, v in container.items() if k != "name"}}
     redirect = None
@@ -100,7 +121,7 @@ def compile_injector(profile: str, proxy_name: str, proxy_uid: int, spec: Mappin
         profile=profile, proxy_name=proxy_name, proxy_uid=proxy_uid, mode=mode, container=container,
         redirect=redirect, redirect_ports=ports, volumes=tuple(spec.get("volumes") or ()),
         max_cpu=max_cpu, max_memory=max_memory,
-        profile_hash=digest)
+        profile_hash=digest, probes=compile_probe_rewrite(spec.get("probes")), hold=hold is not None)
 
 
 def _bound(overrides: Mapping[str, Any], key: str, limits: Mapping[str, Any], resource: str) -> Bound | None:
@@ -143,6 +164,14 @@ def template_problems(spec: Mapping[str, Any], proxy_name: str) -> list[tuple[li
             problems.append((["overrides", key], f"{bound!r} is more than the proxy's {name} limit {limits[name]!r}: "
                                                  "the API server refuses a Pod that asks for more"))
     problems += _duplicates(["volumes"], spec.get("volumes") or [], "name", "the profile's volumes")
+    if "hold" in spec and spec.get("mode", "native") == "native":
+        problems.append((["hold"], "hold is for mode classic: a native sidecar already holds the app containers "
+                                   "until its startupProbe passes; leave hold out, or use mode: classic"))
+    env = (spec.get("probes") or {}).get("env")
+    for i, entry in enumerate(proxy.get("env") or []):
+        if env is not None and isinstance(entry, dict) and entry.get("name") == env:
+            problems.append((["container", "env", i, "name"], f"{env!r} is the env var that carries the original "
+                                                              "probes (probes.env): podgate sets it; use another name"))
     return problems
 
 
@@ -175,6 +204,7 @@ class Plan:
 
     skip: str | None = None
     patch: list[dict[str, Any]] = field(default_factory=list)
+    reinvoked: bool = False  # the patch rewrites the probes of containers added since injection
 
 
 def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
@@ -190,7 +220,7 @@ def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
     proxy = pod.running_container(mesh.profile.proxy.name)
     if proxy is not None:
         if STATUS_ANNOTATION in pod.annotations:
-            return "already injected (podgate.io/status is set)"
+            return ALREADY_INJECTED
         where = "a native sidecar" if proxy.role is Role.SIDECAR else "an app container"
         return f'already has a "{proxy.name}" container ({where})'
     choice = pod.annotations.get(mesh.annotation)
@@ -252,19 +282,46 @@ def _quantity_annotation(pod: Pod, key: str, bound: Bound | None, whole: bool = 
     return raw
 
 
-def _proxy_container(inj: Injector, pod: Pod) -> dict[str, Any]:
+RESOURCE_OVERRIDES = (  # (annotation, requests or limits, resource, whole bytes only)
+    (PROXY_CPU_ANNOTATION, "requests", "cpu", False),
+    (PROXY_MEMORY_ANNOTATION, "requests", "memory", True),
+    (PROXY_CPU_LIMIT_ANNOTATION, "limits", "cpu", False),
+    (PROXY_MEMORY_LIMIT_ANNOTATION, "limits", "memory", True),
+)
+
+
+def _proxy_resources(inj: Injector, pod: Pod) -> dict[str, Any] | None:
+    """The proxy's resources with the Pod's overrides (None: no override). An override replaces
+    one value; every other request and limit of the profile stays."""
+    bounds = {"cpu": inj.max_cpu, "memory": inj.max_memory}
+    resources = dict(inj.container.get("resources") or {})
+    given: dict[tuple[str, str], str] = {}
+    for key, section, name, whole in RESOURCE_OVERRIDES:
+        value = _quantity_annotation(pod, key, bounds[name], whole=whole)
+        if value is not None:
+            resources[section] = {**(resources.get(section) or {}), name: value}
+            given[(section, name)] = key
+    if not given:
+        return None
+    for name in ("cpu", "memory"):
+        request, limit = (resources.get(section, {}).get(name) for section in ("requests", "limits"))
+        if request is not None and limit is not None and _quantity(request) > _quantity(limit):
+            said = {section: f"annotation {given[(section, name)]}" if (section, name) in given else "the mesh profile"
+                    for section in ("requests", "limits")}
+            raise InjectionError(f'the proxy\'s {name} request "{request}" ({said["requests"]}) is more than its {name} '
+                                 f'limit "{limit}" ({said["limits"]}): the API server refuses such a Pod; lower the '
+                                 f"request or raise the limit")
+    return resources
+
+
+def _proxy_container(inj: Injector, pod: Pod, originals: dict[str, Any]) -> dict[str, Any]:
     container = dict(inj.container)
-    cpu = _quantity_annotation(pod, PROXY_CPU_ANNOTATION, inj.max_cpu)
-    memory = _quantity_annotation(pod, PROXY_MEMORY_ANNOTATION, inj.max_memory, whole=True)
-    if cpu or memory:
-        resources = dict(container.get("resources") or {})
-        requests = dict(resources.get("requests") or {})
-        if cpu:
-            requests["cpu"] = cpu
-        if memory:
-            requests["memory"] = memory
-        resources["requests"] = requests
+    if (resources := _proxy_resources(inj, pod)) is not None:
         container["resources"] = resources
+    if originals:
+        assert inj.probes is not None
+        container["env"] = [*(container.get("env") or ()),
+                            {"name": inj.probes.env, "value": encode_originals(originals)}]
     return container
 
 
@@ -337,15 +394,64 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
     return out
 
 
-def _status(inj: Injector, init: list[str], containers: list[str], volumes: list[str]) -> str:
-    return orjson.dumps({"profile": inj.profile, "hash": inj.profile_hash, "initContainers": init,
-                         "containers": containers, "volumes": volumes}).decode()
+def _rewrites_probes(inj: Injector, pod: Pod) -> bool:
+    """The profile rewrites probes and the Pod does not opt out (``podgate.io/rewrite-probes``)."""
+    choice = pod.annotations.get(REWRITE_ANNOTATION)
+    if choice is not None and choice not in ("true", "false"):
+        raise InjectionError(f'annotation {REWRITE_ANNOTATION}: "{choice}" must be "true" (probes go through the '
+                             f'proxy) or "false" (the kubelet probes the containers directly), in lower case')
+    return inj.probes is not None and choice != "false"
+
+
+def _probe_ops(rw: ProbeRewrite, pod: Pod, containers: list[Container]) -> tuple[list[dict[str, Any]],
+                                                                                 dict[str, Any]]:
+    """The ``replace`` ops that point the probes of these containers at the agent, and the originals
+    (container -> kind -> probe). Container paths are those of the Pod as it came: these ops go
+    before any op that inserts a container."""
+    spec = pod.raw["spec"]
+    ops: list[dict[str, Any]] = []
+    originals: dict[str, Any] = {}
+    for c in containers:
+        if c.role is Role.INIT:
+            continue  # a classic init container has no probes (the API server refuses them)
+        key = "containers" if c.role is Role.APP else "initContainers"
+        rewritten = rewrite_container(rw, spec[key][c.index])
+        for kind, probe in rewritten.probes.items():
+            ops.append({"op": "replace", "path": f"/spec/{key}/{c.index}/{kind}", "value": probe})
+        if rewritten.originals:
+            originals[c.name] = dict(rewritten.originals)
+    return ops, originals
+
+
+def _own_containers(pod: Pod, injected: frozenset[str]) -> tuple[str, ...]:
+    return tuple(c.name for c in pod.containers if c.name not in injected)
+
+
+def _annotation_ops(raw: Mapping[str, Any], values: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Set annotations, adding ``metadata`` or ``metadata.annotations`` whole where the Pod lacks them."""
+    metadata = raw.get("metadata")
+    if metadata is None:
+        return [{"op": "add", "path": "/metadata", "value": {"annotations": dict(values)}}]
+    if metadata.get("annotations") is None:
+        return [{"op": "add", "path": "/metadata/annotations", "value": dict(values)}]
+    return [{"op": "add", "path": f"/metadata/annotations/{escape(key)}", "value": value}
+            for key, value in values.items()]
+
+
+def _default_container(pod: Pod, proxy_name: str) -> str | None:
+    """The container ``kubectl logs`` and ``exec`` pick without ``-c``: the Pod's first app container,
+    unless the Pod names one itself (None: leave it)."""
+    if DEFAULT_CONTAINER_ANNOTATION in pod.annotations:
+        return None
+    return next((c.name for c in pod.containers if c.role is Role.APP and c.name != proxy_name), None)
 
 
 def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
     """Decide and build the injection for one Pod; raise InjectionError for a bad override and
     PodShapeError for a field the injection touches that the pod model does not check."""
     reason = skip_reason(pod, policy, labels)
+    if reason == ALREADY_INJECTED:
+        return _reinvoked(pod, policy)
     if reason is not None:
         return Plan(skip=reason)
     inj: Injector = policy.mesh.profile.injector
@@ -353,7 +459,12 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
         raise InjectionError(f'the pod carries {STATUS_ANNOTATION}, but no "{inj.proxy_name}" container runs in '
                              f"it: remove the annotation (copied from an injected pod?) so that podgate can inject "
                              f"the proxy")
-    proxy = _proxy_container(inj, pod)
+    probe_ops: list[dict[str, Any]] = []
+    originals: dict[str, Any] = {}
+    if _rewrites_probes(inj, pod):
+        assert inj.probes is not None
+        probe_ops, originals = _probe_ops(inj.probes, pod, list(pod.containers))
+    proxy = _proxy_container(inj, pod, originals)
     redirect = _redirect_container(inj, pod, policy.mesh.profile.proxy.reserved)
     for new in (proxy, redirect):
         if new is None or (taken := pod.container(new["name"])) is None:
@@ -366,7 +477,7 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
                              f'profile "{inj.profile}" injects; rename that container')
     raw = pod.raw
     spec = raw["spec"]
-    ops: list[dict[str, Any]] = []
+    ops = probe_ops  # first: their paths are those of the containers before any is inserted
 
     head = [c for c in (redirect, proxy if inj.mode == "native" else None) if c is not None]
     if head:
@@ -377,8 +488,11 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
             ops.append({"op": "add", "path": "/spec/initContainers", "value": head})
     if inj.mode == "classic":
         # RFC 6902 appends ("-") to an array that exists only: a missing, null or empty one is added whole.
+        # With hold the proxy goes first: the kubelet starts containers in order and waits for each
+        # one's postStart hook before it starts the next.
         if spec.get("containers"):
-            ops.append({"op": "add", "path": "/spec/containers/-", "value": proxy})
+            ops.append({"op": "add", "path": "/spec/containers/0" if inj.hold else "/spec/containers/-",
+                        "value": proxy})
         else:
             ops.append({"op": "add", "path": "/spec/containers", "value": [proxy]})
 
@@ -396,13 +510,58 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
         else:
             ops.append({"op": "add", "path": "/spec/volumes", "value": list(inj.volumes)})
 
-    status = _status(inj, [c["name"] for c in head], [proxy["name"]] if inj.mode == "classic" else [],
-                     [v["name"] for v in inj.volumes])
-    metadata = raw.get("metadata")
-    if metadata is None:
-        ops.append({"op": "add", "path": "/metadata", "value": {"annotations": {STATUS_ANNOTATION: status}}})
-    elif metadata.get("annotations") is None:
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": {STATUS_ANNOTATION: status}})
-    else:
-        ops.append({"op": "add", "path": f"/metadata/annotations/{escape(STATUS_ANNOTATION)}", "value": status})
+    status = Status(inj.profile, inj.profile_hash, tuple(c["name"] for c in head),
+                    (proxy["name"],) if inj.mode == "classic" else (), tuple(v["name"] for v in inj.volumes),
+                    pod_containers=tuple(c.name for c in pod.containers),
+                    probes={name: tuple(kinds) for name, kinds in originals.items()})
+    annotations = {STATUS_ANNOTATION: status.to_json()}
+    if (default := _default_container(pod, inj.proxy_name)) is not None:
+        annotations[DEFAULT_CONTAINER_ANNOTATION] = default
+    ops.extend(_annotation_ops(raw, annotations))
     return Plan(patch=ops)
+
+
+def _reinvoked(pod: Pod, policy: Any) -> Plan:
+    """A Pod podgate injected earlier in this admission (``reinvocationPolicy: IfNeeded``): the
+    containers another webhook added since get their probes rewritten; the patch is empty when
+    nothing is new, so calling again changes nothing."""
+    inj: Injector | None = policy.mesh.profile.injector
+    status = read_status(pod.annotations)
+    if inj is None or status is None or status.pod_containers is None or status.profile != inj.profile:
+        return Plan(skip=ALREADY_INJECTED)  # not a status this podgate can build on: leave the Pod alone
+    injected = status.injected() | {inj.proxy_name}
+    seen = frozenset(status.pod_containers)
+    new = [c for c in pod.containers if c.name not in seen and c.name not in injected]
+    if not new or not _rewrites_probes(inj, pod):
+        return Plan(skip=ALREADY_INJECTED)
+    assert inj.probes is not None
+    ops, originals = _probe_ops(inj.probes, pod, new)
+    if not ops:
+        return Plan(skip=f"{ALREADY_INJECTED}; the containers added since have no probes to rewrite")
+    proxy = pod.running_container(inj.proxy_name)
+    assert proxy is not None  # skip_reason said so
+    where = f"/spec/{'containers' if proxy.role is Role.APP else 'initContainers'}/{proxy.index}"
+    proxy_raw = pod.raw["spec"]["containers" if proxy.role is Role.APP else "initContainers"][proxy.index]
+    env = proxy_raw.get("env")
+    if env is not None and not isinstance(env, list):
+        raise PodShapeError(f"{where}/env", "expected a list")
+    stored = env_value(proxy_raw, inj.probes.env)
+    index = next((i for i, e in enumerate(env or ()) if isinstance(e, dict) and e.get("name") == inj.probes.env),
+                 None)
+    merged = decode_originals(stored) if index is not None else {}
+    if merged is None:
+        raise InjectionError(f'the env var {inj.probes.env} of the mesh proxy "{inj.proxy_name}" is not the JSON '
+                             f"podgate writes, so the probes of the containers added since injection cannot be "
+                             f"added to it")
+    value = encode_originals({**merged, **originals})
+    if index is not None:
+        ops.append({"op": "replace", "path": f"{where}/env/{index}/value", "value": value})
+    elif env:
+        ops.append({"op": "add", "path": f"{where}/env/-", "value": {"name": inj.probes.env, "value": value}})
+    else:
+        ops.append({"op": "add", "path": f"{where}/env", "value": [{"name": inj.probes.env, "value": value}]})
+    updated = Status(status.profile, status.hash, status.init_containers, status.containers, status.volumes,
+                     pod_containers=_own_containers(pod, status.injected()),
+                     probes={**status.probes, **{name: tuple(kinds) for name, kinds in originals.items()}})
+    ops.extend(_annotation_ops(pod.raw, {STATUS_ANNOTATION: updated.to_json()}))
+    return Plan(patch=ops, reinvoked=True)

@@ -250,6 +250,12 @@ def _probes(raw: Mapping[str, Any], path: str) -> tuple[Probe, ...]:
     return tuple(found)
 
 
+def container_probes(raw: Mapping[str, Any], path: str) -> tuple[Probe, ...]:
+    """The port-targeting probes of a container object, as the rules read them; PodShapeError
+    names a malformed one."""
+    return _probes(raw, path)
+
+
 def _run_as_user(raw: Mapping[str, Any], path: str) -> int | None:
     ctx = _mapping(raw, "securityContext", path)
     uid = ctx.get("runAsUser")

@@ -264,7 +264,8 @@ def _compile_profile(spec: Mapping[str, Any], name: str, where: str, errors: lis
     for path, message in template_problems(injection, proxy["name"]):
         errors.append(f"{where}: {json_pointer(['spec', 'injection', *path])}: {message}")
     reserved = frozenset(reserved_ports(proxy["reservedPorts"]))
-    return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], reserved, helpers),
+    probes = injector.probes if injector is not None else None
+    return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], reserved, helpers, probes),
                        injector, where)
 
 

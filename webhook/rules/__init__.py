@@ -13,7 +13,9 @@ from functools import cached_property
 from itertools import islice
 from typing import Any, Literal
 
-from ..pods import Container, Pod
+from ..pods import PROBE_KINDS, Container, Pod, Probe
+from ..proberewrite import ProbeRewrite, originals
+from ..status import STATUS_ANNOTATION, read_status
 
 # Enough to explain any real Pod; a bound on the work and the answer for a hostile one.
 MAX_FINDINGS_PER_RULE = 20
@@ -65,6 +67,7 @@ class ProxySpec:
     uid: int
     reserved: frozenset[tuple[int, str]]  # (port, protocol) pairs the proxy owns
     helpers: frozenset[str] = frozenset()  # injected helper containers (traffic redirect)
+    probes: ProbeRewrite | None = None  # the profile rewrites probes to the proxy's agent
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,34 @@ class Subject:
                 elif members[-1] is not c:
                     members.append(c)
         return groups
+
+    @cached_property
+    def rewritten_probes(self) -> Mapping[tuple[str, str], tuple[Probe, ...]]:
+        """(container, kind) -> the original of a probe podgate rewrote to the proxy's agent (the
+        status annotation lists them, the proxy's env var holds them)."""
+        proxy = self.proxy_container
+        if proxy is None or self.proxy is None or self.proxy.probes is None \
+                or STATUS_ANNOTATION not in self.pod.annotations:
+            return {}
+        status = read_status(self.pod.annotations)
+        if status is None or not status.probes:
+            return {}
+        spec = self.pod.raw["spec"]
+        raw = {c.get("name"): c for key in ("initContainers", "containers") for c in spec.get(key) or ()}
+        return originals(self.proxy.probes, status.probes, raw[proxy.name], raw)
+
+    def probes(self, container: Container) -> tuple[Probe, ...]:
+        """The probes of a container as the rules judge them: a probe podgate rewrote to the proxy's
+        agent by the original it stands for, so that podgate's own work is not reported while a
+        mistake in the original still is."""
+        rewritten = self.rewritten_probes
+        if not rewritten or not container.probes:
+            return container.probes
+        out: list[Probe] = []
+        for kind in PROBE_KINDS:
+            original = rewritten.get((container.name, kind))
+            out.extend(original if original is not None else (p for p in container.probes if p.kind == kind))
+        return tuple(out)
 
     def is_mesh_own(self, container: Container) -> bool:
         """The proxy and its injected helpers are exempt from the rules that guard the proxy."""

@@ -24,7 +24,7 @@ def proxy_port_conflict(s: Subject) -> Iterator[Violation]:
         if s.is_mesh_own(c):
             continue
         clashes = [(lst.port, lst.protocol, "listens on") for lst in c.listeners if (lst.port, lst.protocol) in reserved]
-        clashes += [(p.port, "TCP", f"has a {p.kind} on") for p in c.probes
+        clashes += [(p.port, "TCP", f"has a {p.kind} on") for p in s.probes(c)
                     if isinstance(p.port, int) and (p.port, "TCP") in reserved]
         seen: set[tuple[int, str]] = set()
         for port, protocol, verb in clashes:

@@ -16,7 +16,7 @@ from . import Subject, Violation, rule
 def probe_port_missing(s: Subject) -> Iterator[Violation]:
     for c in s.pod.containers:
         seen: set[str] = set()
-        for probe in c.probes:
+        for probe in s.probes(c):
             name = probe.port
             if isinstance(name, int) or name in seen or c.port_named(name) is not None:
                 continue
@@ -39,7 +39,7 @@ def probe_port_foreign(s: Subject) -> Iterator[Violation]:
     by_listener = s.containers_by_listener
     for c in s.pod.containers:
         seen: set[int] = set()
-        for probe in c.probes:
+        for probe in s.probes(c):
             port = probe.port
             if isinstance(port, str) or port in seen:
                 continue
