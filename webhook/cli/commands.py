@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,16 +24,16 @@ from ..errors import PodgateError
 from ..namespaces import StaticNamespaceLabels, load_namespace_labels
 from ..policy import PolicySet, load_policy_set
 from ..rules import RULES
-from ..server.certs import DEFAULT_NAMES, ensure_self_signed, service_names, write_certificates
+from ..server.certs import (DEFAULT_NAMES, DEFAULT_NAMESPACE, DEFAULT_SERVICE, CertPaths, ensure_self_signed,
+                            service_names, write_certificates)
+from ..server.logs import LEVELS
 from ..server.settings import Settings
 from . import check, explain, inject_manifests, lint, suite
+from .arguments import (Parser, UsageError, dns_label, existing_dir, existing_file, existing_path, host_port, integer,
+                        kube_api, output_dir, san, seconds)
 from .check import EXIT_DENIED, EXIT_OK, EXIT_USAGE
 from .manifests import dump_documents
 from .offline import STEPS
-
-
-class UsageError(PodgateError):
-    """Bad input or usage: printed on stderr, exit code 2."""
 
 
 def _policies(args: argparse.Namespace) -> PolicySet:
@@ -51,22 +52,24 @@ def _print_json(obj: Any) -> None:
 # --- serve ------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..server.runner import PodgateServer, ServerOptions, prepare_metrics_dir
+    from ..server.runner import BindError, PodgateServer, ServerOptions, prepare_metrics_dir
 
     load_policy_set(args.policies)  # fail here, with the file and path, not in a booting worker
     if args.namespace_labels:
         load_namespace_labels(args.namespace_labels)
     if bool(args.cert) != bool(args.key):
         raise UsageError("--cert and --key go together")
-    host, _, port = args.bind.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--bind must be HOST:PORT, got {args.bind!r}")
-    if args.health_bind and not args.health_bind.rpartition(":")[2].isdigit():
-        raise UsageError(f"--health-bind must be HOST:PORT, got {args.health_bind!r}")
     cert, key, ca = args.cert, args.key, None
-    if not cert:
-        paths = ensure_self_signed(args.cert_dir)
+    if cert:
+        _check_key_pair(cert, key)
+    else:
+        paths = ensure_self_signed(output_dir("--cert-dir", args.cert_dir))
         cert, key, ca = str(paths.cert), str(paths.key), str(paths.ca_cert)
+    if args.client_ca:
+        _check_ca(args.client_ca)
+    if args.record:
+        output_dir("--record", args.record)
+    host = args.bind.rpartition(":")[0]
     settings = dataclasses.replace(
         Settings.from_env(), policy_dir=Path(args.policies) if args.policies else None,
         reload_interval=args.reload_interval, request_timeout=args.request_timeout,
@@ -85,7 +88,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServerOptions(bind=args.bind, certfile=cert, keyfile=key, workers=args.workers,
                             threads=args.threads, max_requests=args.max_requests,
                             client_ca=args.client_ca or "", health_bind=args.health_bind or "",
-                            **{k: v for k, v in timeouts.items() if v is not None})
+                            log_level=args.log_level, **{k: v for k, v in timeouts.items() if v is not None})
+    metrics_dir, made_here = prepare_metrics_dir() if settings.metrics else (None, False)
+    master = os.getpid()
+    try:
+        server = PodgateServer(settings, options)
+        try:
+            port = server.bind()[0][1]  # bound before announced: a taken port is one line, exit 2
+        except BindError as exc:
+            option = "--health-bind" if exc.address == options.health_bind else "--bind"
+            raise UsageError(f"{option} {exc.address}: cannot listen: {exc.reason}") from None
+        _announce(args, settings, host, port, cert, ca)
+        server.run()
+    finally:
+        # A worker is a fork of this process and leaves through here too (recycled, or stopped):
+        # only the master may remove the directory that every worker writes to.
+        if made_here and metrics_dir is not None and os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return EXIT_OK
+
+
+def _check_key_pair(cert: str, key: str) -> None:
+    """The certificate and key load together (else every gunicorn worker would fail in turn)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    except (ValueError, OSError):
+        raise UsageError(f"--cert {cert}: not a PEM certificate") from None
+    try:
+        load_pem_private_key(Path(key).read_bytes(), password=None)
+    except (ValueError, TypeError, OSError):
+        raise UsageError(f"--key {key}: not an unencrypted PEM private key") from None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError):
+        raise UsageError(f"--key {key}: not the private key of --cert {cert}") from None
+
+
+def _check_ca(path: str) -> None:
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(f"--client-ca {path}: not a PEM CA certificate ({getattr(exc, 'reason', None) or exc})") \
+            from None
+
+
+def _announce(args: argparse.Namespace, settings: Settings, host: str, port: int, cert: str, ca: str | None) -> None:
+    """What ``serve`` says once it listens: where, with what, and a request to try."""
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "[::]") else host
     print(f"podgate {__version__} listening on https://{host}:{port} "
           f"(policies: {args.policies or 'bundled'}, certificate: {cert})", flush=True)
@@ -96,16 +147,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cacert = f"--cacert {ca}" if ca else "-k"
     print("try it:\n  curl -s " + cacert + " -H 'Content-Type: application/json' "
           f"https://{shown}:{port}/validate -d '{_DEMO_REVIEW}'", flush=True)
-    metrics_dir, made_here = prepare_metrics_dir() if settings.metrics else (None, False)
-    master = os.getpid()
-    try:
-        PodgateServer(settings, options).run()
-    finally:
-        # A worker is a fork of this process and leaves through here too (recycled, or stopped):
-        # only the master may remove the directory that every worker writes to.
-        if made_here and metrics_dir is not None and os.getpid() == master:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-    return EXIT_OK
 
 
 _DEMO_REVIEW = json.dumps({
@@ -137,10 +178,15 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 # --- check and inject -------------------------------------------------------------------------
 
+def _paths(args: argparse.Namespace) -> list[str]:
+    """The manifests named by -f/--filename and as PATH, in that order (main saw there is one)."""
+    return [*args.filenames, *args.paths]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     labels = _namespace_labels(args)
     ctx = Context(_policies(args), labels)
-    report = check.run(args.paths, ctx, labels, args.namespace, not args.no_inject)
+    report = check.run(_paths(args), ctx, labels, args.namespace, not args.no_inject)
     check.print_errors(report.errors)
     if args.output == "json":
         _print_json(report.to_json())
@@ -150,7 +196,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    result = inject_manifests.run(args.paths, _policies(args), _namespace_labels(args), args.namespace)
+    result = inject_manifests.run(_paths(args), _policies(args), _namespace_labels(args), args.namespace)
     sys.stdout.write(dump_documents(result.objects))
     for note in result.notes:
         print(note, file=sys.stderr)
@@ -239,6 +285,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- version ----------------------------------------------------------------------------------
+
+# what a bug report needs: the libraries that decide what podgate answers and how it serves
+_LIBRARIES = ("flask", "gunicorn", "jsonschema", "kubernetes", "PyYAML", "ruamel.yaml", "cryptography", "orjson",
+              "prometheus-client", "jsonpatch", "argcomplete")
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    import platform
+    from importlib import metadata
+
+    def version_of(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    libraries = {name: version_of(name) for name in _LIBRARIES}
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    if args.output == "json":
+        _print_json({"podgate": __version__, "python": python, "platform": platform.platform(),
+                     "libraries": libraries})
+        return EXIT_OK
+    print(f"podgate {__version__}")
+    print(f"python {python} on {platform.platform()}")
+    for name, version in libraries.items():
+        print(f"  {name} {version or '(not installed)'}")
+    return EXIT_OK
+
+
 # --- policy lint, certs -----------------------------------------------------------------------
 
 def cmd_policy_lint(args: argparse.Namespace) -> int:
@@ -262,64 +338,90 @@ def cmd_policy_lint(args: argparse.Namespace) -> int:
 
 def cmd_certs(args: argparse.Namespace) -> int:
     names = list(args.dns or [])
-    if args.service:
-        names = service_names(args.service, args.namespace) + names
-    paths = write_certificates(args.out, names or list(DEFAULT_NAMES))
+    if args.namespace and not args.service:
+        print(f"--namespace {args.namespace} without --service: names for Service {DEFAULT_SERVICE} "
+              "(the chart's Service)", file=sys.stderr)
+    if args.service or args.namespace:
+        names = service_names(args.service or DEFAULT_SERVICE, args.namespace or DEFAULT_NAMESPACE) + names
+    names = list(dict.fromkeys(names or DEFAULT_NAMES))
+    paths = CertPaths(output_dir("--out", args.out))
+    present = [p.name for p in paths.files if p.exists()]
+    if present and not args.force:
+        raise UsageError(f"--out {args.out}: already holds {', '.join(present)}; a new CA would no longer match "
+                         "what the webhook configurations trust: add --force to replace them")
+    try:
+        write_certificates(paths.directory, names)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write the certificates: {exc.strerror}") from None
     print(f"wrote {paths.ca_cert}, {paths.cert}, {paths.key} (and {paths.ca_key}: keep it secret)")
-    print(f"names: {', '.join(names or DEFAULT_NAMES)}")
+    print(f"names: {', '.join(names)}")
     return EXIT_OK
 
 
 # --- parser -----------------------------------------------------------------------------------
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+# Bounds of the serving numbers: beyond them a value is a typo, not a configuration (a master with
+# no workers, a worker table of a million slots, a timeout of a century).
+MAX_WORKERS, MAX_THREADS = 256, 1000
+DAY = 86400.0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="podgate", description="Admission webhook for multi-container Pods.")
-    parser.add_argument("--version", action="version", version=f"podgate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def build_parser() -> Parser:
+    parser = Parser(prog="podgate", description="Admission webhook for multi-container Pods.")
+    parser.add_argument("-V", "--version", action="version", version=f"podgate {__version__}",
+                        help="print the version and exit (podgate version: with the build details)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     def with_policies(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--policies", metavar="DIR", help="policy directory (default: the bundled policies)")
-        p.add_argument("--namespace-labels", metavar="FILE",
+        p.add_argument("--policies", metavar="DIR", type=existing_dir,
+                       help="policy directory (default: the bundled policies)")
+        p.add_argument("--namespace-labels", metavar="FILE", type=existing_file,
                        help="namespace labels: a YAML map {namespace: {label: value}} or Namespace objects")
 
-    p = sub.add_parser("serve", help="serve /validate and /mutate over TLS")
+    def with_manifests(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--namespace", default="default", type=dns_label,
+                       help="namespace for objects that name none (default: default)")
+        p.add_argument("-f", "--filename", action="append", default=[], metavar="PATH", dest="filenames",
+                       help="a file, directory or - for stdin, as kubectl's -f (repeatable; same as PATH)")
+        p.add_argument("paths", nargs="*", metavar="PATH", help="files, directories, or - for stdin")
+
+    p = sub.add_parser("serve", help="serve /validate and /mutate over TLS",
+                       description="Serve the webhooks over TLS with gunicorn. Exit 2: a bad argument, or the "
+                                   "address cannot be bound.")
     with_policies(p)
-    p.add_argument("--bind", default="127.0.0.1:8443", metavar="HOST:PORT")
-    p.add_argument("--cert", metavar="FILE", help="serving certificate (PEM); default: a self-signed one")
-    p.add_argument("--key", metavar="FILE", help="its private key (PEM)")
+    p.add_argument("--bind", default="127.0.0.1:8443", metavar="HOST:PORT", type=host_port(allow_any_port=True),
+                   help="address to listen on; port 0: any free port, announced (default: 127.0.0.1:8443)")
+    p.add_argument("--cert", metavar="FILE", type=existing_file,
+                   help="serving certificate (PEM); default: a self-signed one")
+    p.add_argument("--key", metavar="FILE", type=existing_file, help="its private key (PEM)")
     p.add_argument("--cert-dir", default="certs", metavar="DIR",
                    help="where the self-signed certificate is kept when --cert is not given (default: certs)")
-    p.add_argument("--client-ca", metavar="FILE", help="require client certificates signed by this CA")
-    p.add_argument("--health-bind", metavar="HOST:PORT",
+    p.add_argument("--client-ca", metavar="FILE", type=existing_file,
+                   help="require client certificates signed by this CA")
+    p.add_argument("--health-bind", metavar="HOST:PORT", type=host_port(allow_any_port=False),
                    help="also serve GET /healthz, /readyz and /metrics (nothing else) over plain HTTP here, "
                         "for probes when --client-ca is set")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=4)
-    p.add_argument("--max-requests", type=int, default=0, help="recycle a worker after N requests (0: never)")
-    p.add_argument("--max-body-bytes", type=int, default=Settings.max_body_bytes, metavar="N",
+    p.add_argument("--workers", type=integer(1, MAX_WORKERS), default=2, metavar="N",
+                   help=f"gunicorn worker processes, 1-{MAX_WORKERS} (default: 2; about one per CPU core)")
+    p.add_argument("--threads", type=integer(1, MAX_THREADS), default=4, metavar="N",
+                   help=f"threads per worker, 1-{MAX_THREADS}: requests each worker serves at once (default: 4)")
+    p.add_argument("--max-requests", type=integer(0, 10**9), default=0, metavar="N",
+                   help="recycle a worker after N requests, with 10%% jitter (default: 0, never)")
+    p.add_argument("--max-body-bytes", type=integer(1024, 1 << 30), default=Settings.max_body_bytes, metavar="N",
                    help="refuse larger request bodies with 413, before reading them (default: 3 MiB + 64 KiB)")
-    p.add_argument("--request-timeout", type=float, default=Settings.request_timeout, metavar="SECONDS",
+    p.add_argument("--request-timeout", type=seconds(0, 300, allow_low=False), default=Settings.request_timeout,
+                   metavar="SECONDS",
                    help="upper bound on a request's time; podgate answers within 80%% of this or of the API "
                         "server's ?timeout, whichever is shorter (default: 10)")
-    p.add_argument("--worker-timeout", type=int, metavar="SECONDS",
+    p.add_argument("--worker-timeout", type=integer(1, 86400), metavar="SECONDS",
                    help="restart a worker whose main loop is silent this long (default: 30)")
-    p.add_argument("--graceful-timeout", type=int, metavar="SECONDS",
+    p.add_argument("--graceful-timeout", type=integer(0, 86400), metavar="SECONDS",
                    help="on shutdown, time for in-flight requests after the listener closes (default: 20)")
-    p.add_argument("--drain-seconds", type=float, metavar="SECONDS",
+    p.add_argument("--drain-seconds", type=seconds(0, 3600), metavar="SECONDS",
                    help="on SIGTERM, report unready on /readyz this long while still serving (default: 5)")
-    p.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
-                   help="how often to look for changed policy files (0: never)")
-    p.add_argument("--kube-api", metavar="SOURCE",
+    p.add_argument("--reload-interval", type=seconds(0, DAY), default=2.0, metavar="SECONDS",
+                   help="how often to look for changed policy files (0: never; default: 2)")
+    p.add_argument("--kube-api", metavar="SOURCE", type=kube_api,
                    help="keep namespace labels from the API server: in-cluster, kubeconfig, or a URL such as "
                         "kubectl proxy's http://127.0.0.1:8001")
     p.add_argument("--namespace-fallback", choices=("deny", "no-labels"), default="deny",
@@ -327,11 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "request (retryable; default) or evaluate it as if the namespace had no labels")
     p.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=True,
                    help="serve Prometheus metrics on /metrics, summed over the workers (default: on)")
+    p.add_argument("--log-level", choices=LEVELS, default="info", type=str.lower,
+                   help="least severe log lines written, podgate's and gunicorn's, as JSON on stderr; "
+                        "decisions are info (default: info)")
     p.add_argument("--record", metavar="DIR",
                    help="save the AdmissionReview requests received in DIR, for podgate test --init")
-    p.add_argument("--record-max", type=_positive, default=1000, metavar="N",
+    p.add_argument("--record-max", type=integer(1, 10**7), default=1000, metavar="N",
                    help="with --record: stop after N files, across workers and restarts (default: 1000)")
-    p.add_argument("--record-max-bytes", type=_positive, default=1024 * 1024, metavar="BYTES",
+    p.add_argument("--record-max-bytes", type=integer(1, 1 << 30), default=1024 * 1024, metavar="BYTES",
                    help="with --record: skip larger requests (default: 1 MiB)")
     p.add_argument("--record-user-info", action="store_true",
                    help="with --record: keep request.userInfo (who sent it); default: redacted")
@@ -339,22 +444,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("review", help="answer one AdmissionReview request file, as the server would")
     with_policies(p)
-    p.add_argument("--webhook", choices=("validate", "mutate"), default="validate")
+    p.add_argument("--webhook", choices=("validate", "mutate"), default="validate",
+                   help="the webhook the request was sent to: /validate or /mutate (default: validate)")
     p.add_argument("request", metavar="REQUEST.json", help="an AdmissionReview request, or - for stdin")
     p.set_defaults(func=cmd_review)
 
-    p = sub.add_parser("check", help="check Pods and workload templates in manifests")
+    p = sub.add_parser("check", help="check Pods and workload templates in manifests",
+                       description="Exit 0: all allowed; 1: something denied; 2: bad input or usage.")
     with_policies(p)
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                   help="text for people, json for scripts (default: text)")
     p.add_argument("--no-inject", action="store_true", help="validate objects as they are, without injection")
-    p.add_argument("--namespace", default="default", help="namespace for objects that name none")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, or - for stdin")
+    with_manifests(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("inject", help="print manifests with the mesh proxy injected")
     with_policies(p)
-    p.add_argument("--namespace", default="default", help="namespace for objects that name none")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, or - for stdin")
+    with_manifests(p)
     p.set_defaults(func=cmd_inject)
 
     p = sub.add_parser("test", help="run test suites of recorded requests and manifests (podgate-test.yaml)",
@@ -372,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook", choices=STEPS,
                    help="with --init: the webhook to call (default: from the file name for requests, "
                         "admit for manifests)")
-    p.add_argument("--namespace", default="default", help="with --init: namespace for manifests that name none")
+    p.add_argument("--namespace", default="default", type=dns_label,
+                   help="with --init: namespace for manifests that name none")
     p.add_argument("dir", metavar="DIR", help="a directory of suites, or one suite file")
     p.set_defaults(func=cmd_test)
 
@@ -382,26 +489,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("policy", help="work with policy files")
-    psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
+    psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
     p = psub.add_parser("lint", help="check a policy directory: schema, rule IDs, contradictions",
                         description="Exit 0: no errors (warnings allowed); 1: errors (or warnings with --strict).")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                   help="text for people, json for scripts (default: text)")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="PATH", type=existing_path, help="a policy directory, or one policy file")
     p.set_defaults(func=cmd_policy_lint)
 
-    p = sub.add_parser("certs", help="make a CA and a serving certificate")
-    p.add_argument("--out", default="certs", metavar="DIR")
-    p.add_argument("--dns", action="append", metavar="NAME", help="a DNS name or IP for the certificate")
-    p.add_argument("--service", help="add the DNS names of this Service")
-    p.add_argument("--namespace", default="podgate", help="the Service's namespace (with --service)")
+    p = sub.add_parser("certs", help="make a CA and a serving certificate",
+                       description=f"Write ca.crt, ca.key, tls.crt and tls.key into --out. Without --dns, "
+                                   f"--service or --namespace the names are {', '.join(DEFAULT_NAMES)}.")
+    p.add_argument("--out", default="certs", metavar="DIR", help="where to write them (default: certs)")
+    p.add_argument("--dns", action="append", metavar="NAME", type=san,
+                   help="a DNS name or IP for the certificate (repeatable)")
+    p.add_argument("--service", type=dns_label, help=f"add the DNS names of this Service (default with "
+                                                     f"--namespace: {DEFAULT_SERVICE})")
+    p.add_argument("--namespace", type=dns_label,
+                   help=f"the Service's namespace (default with --service: {DEFAULT_NAMESPACE})")
+    p.add_argument("--force", action="store_true",
+                   help="replace a CA and certificate already in --out (the webhooks must then trust the new CA)")
     p.set_defaults(func=cmd_certs)
+
+    p = sub.add_parser("version", help="the version, and the Python and libraries it runs on")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                   help="text for people, json for bug reports and scripts (default: text)")
+    p.set_defaults(func=cmd_version)
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Parser:
+    """The (sub)command parser that ``args`` went through, for its usage in an error."""
+    current = parser
+    for dest in ("command", "policy_command"):
+        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not actions or name is None or name not in actions[0].choices:
+            break
+        current = actions[0].choices[name]
+    assert isinstance(current, Parser)
+    return current
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _subparser(parser, args).unrecognized(extras)
+    if getattr(args, "filenames", None) == [] and not args.paths:
+        _subparser(parser, args).error("the following arguments are required: PATH (or -f PATH; - for stdin)")
     try:
         return int(args.func(args))
     except PodgateError as exc:

@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-DEFAULT_NAMES = ("localhost", "127.0.0.1", "podgate", "podgate.podgate", "podgate.podgate.svc",
-                 "podgate.podgate.svc.cluster.local")
+# the chart's Service (release name podgate) in the namespace the docs and the chart install into
+DEFAULT_SERVICE = "podgate"
+DEFAULT_NAMESPACE = "podgate-system"
 CA_DAYS = 3650
 SERVING_DAYS = 365
 RENEW_BEFORE = dt.timedelta(days=30)
@@ -45,11 +46,18 @@ class CertPaths:
     def key(self) -> Path:
         return self.directory / "tls.key"
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return (self.ca_cert, self.ca_key, self.cert, self.key)
+
 
 def service_names(service: str, namespace: str) -> list[str]:
     """The DNS names the API server may use for a Service."""
     return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
             f"{service}.{namespace}.svc.cluster.local"]
+
+
+DEFAULT_NAMES = ("localhost", "127.0.0.1", *service_names(DEFAULT_SERVICE, DEFAULT_NAMESPACE))
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:

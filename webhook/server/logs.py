@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import orjson
+from gunicorn.glogging import Logger as GunicornLogger
 
 _second: tuple[int, str] = (-1, "")  # the date part of the last timestamp, formatted once per second
 
@@ -92,13 +93,27 @@ def decisions(entries: list[tuple[float, dict[str, Any]]]) -> None:
             handler.write_lines(lines)
 
 
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def configure(level: str = "INFO") -> None:
-    """JSON lines on stderr for the ``podgate`` loggers (idempotent)."""
+    """JSON lines on stderr for the ``podgate`` loggers, at ``level`` (idempotent; the level of the
+    last call holds: at ``warning`` and above, admission decisions are not logged)."""
     logger = logging.getLogger("podgate")
+    logger.setLevel(level.upper())
     if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         return
     handler = JsonLineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
-    logger.setLevel(level)
     logger.propagate = False
+
+
+class GunicornJsonLogger(GunicornLogger):
+    """gunicorn's own lines (booting workers, listening, signals) as JSON lines, like podgate's:
+    one format on stderr, for one log pipeline."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())

@@ -14,9 +14,12 @@ what is in flight (``graceful_timeout``). A second SIGTERM, or SIGINT, stops at 
 from __future__ import annotations
 
 import ctypes
+import errno
+import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import ssl
 import sys
 import tempfile
@@ -26,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gunicorn import sock
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from ..errors import PolicyError
+from ..errors import PodgateError, PolicyError
 from ..store import PolicyStore
 from . import worker
+from .logs import GunicornJsonLogger
 from .logs import configure as configure_logging
 from .metrics_files import MULTIPROC_ENV, Archiver
 from .settings import Settings
@@ -51,6 +56,44 @@ class ServerOptions:
     client_ca: str = ""  # require client certificates signed by this CA (the API server's)
     drain_seconds: float = 5.0  # on SIGTERM: /readyz fails this long before the listener closes
     health_bind: str = ""  # HOST:PORT of a plaintext listener for probes and metrics only (health.py)
+    log_level: str = "info"  # podgate's and gunicorn's: debug, info (decisions), warning, error, critical
+
+
+class BindError(PodgateError):
+    """A listening address that cannot be bound: ``address`` and why, in words."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"{address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+_BIND_REASONS = {
+    errno.EADDRINUSE: "the address is in use (another server listens there?)",
+    errno.EADDRNOTAVAIL: "not an address of this machine",
+    errno.EACCES: "permission denied (ports below 1024 need privileges)",
+}
+
+
+def _bind_reason(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    return _BIND_REASONS.get(exc.errno or 0, exc.strerror or str(exc))
+
+
+def probe_bind(address: str, reuse_port: bool = False) -> None:
+    """Bind ``address`` once and let it go: raises BindError if it cannot be bound (for a listener
+    that the workers open later, such as the health port, which they share with SO_REUSEPORT)."""
+    host, _, port = address.rpartition(":")
+    try:
+        info = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0]
+        with socket.socket(info[0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(info[4])
+    except OSError as exc:
+        raise BindError(address, _bind_reason(exc)) from None
 
 
 def prepare_metrics_dir(environ: Any = os.environ) -> tuple[Path, bool]:
@@ -123,6 +166,8 @@ class DrainingArbiter(Arbiter):
 
     def __init__(self, app: PodgateServer) -> None:
         super().__init__(app)
+        if app.listeners:  # bound by PodgateServer.bind: gunicorn takes them as they are
+            self.LISTENERS = app.listeners
         self.draining = app.draining
         self.drain_seconds = app.options.drain_seconds
         self.drain_until: float | None = None
@@ -161,11 +206,29 @@ class PodgateServer(BaseApplication):
         self.draining = multiprocessing.RawValue(ctypes.c_bool, False)
         # The master holds the last good policy set too (no thread: it ticks in its own loop),
         # and every worker it forks inherits it; see create_app.
-        configure_logging()  # the master's policy messages as JSON lines too
+        configure_logging(options.log_level)  # the master's policy messages as JSON lines too
         self.store = PolicyStore(settings.policy_dir)
         if not self.store.load():
             raise PolicyError(self.store.last_error or "policies could not be loaded")
+        self.listeners: list[Any] = []
         super().__init__()
+
+    def bind(self) -> list[tuple[str, int]]:
+        """Bind the listening socket now, once, and return the addresses bound (port 0 becomes the
+        port the kernel picked). A taken port is one BindError here, before anyone announces the
+        server, rather than gunicorn's five retries a second apart and exit 1."""
+        log = logging.getLogger("podgate.server")
+        for address in self.cfg.address:
+            try:
+                self.listeners.append(sock._sock_type(address)(address, self.cfg, log))
+            except OSError as exc:
+                for listener in self.listeners:
+                    listener.close()
+                self.listeners = []
+                raise BindError(self.options.bind, _bind_reason(exc)) from None
+        if self.options.health_bind:
+            probe_bind(self.options.health_bind, reuse_port=True)
+        return [listener.sock.getsockname()[:2] for listener in self.listeners]
 
     def run(self) -> None:
         DrainingArbiter(self).run()
@@ -189,7 +252,8 @@ class PodgateServer(BaseApplication):
             "ssl_context": _ssl_context(o.client_ca),
             "accesslog": None,
             "errorlog": "-",
-            "loglevel": "info",
+            "loglevel": o.log_level,
+            "logger_class": GunicornJsonLogger,
             "proc_name": "podgate",
             # gunicorn's control socket (~/.gunicorn/gunicorn.ctl) would be one more listener,
             # shared by every server of the user; podgate has no use for it
