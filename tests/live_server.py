@@ -18,7 +18,8 @@ from pathlib import Path
 import requests
 
 
-LISTENING = re.compile(r"Listening at: https?://127\.0\.0\.1:(\d+) ")
+# podgate's own announcement (after it bound), or gunicorn's line (absent above --log-level info)
+LISTENING = re.compile(r"(?:Listening at: |listening on )https?://127\.0\.0\.1:(\d+) ")
 
 
 @contextmanager

@@ -96,13 +96,16 @@ def decisions(entries: list[tuple[float, dict[str, Any]]]) -> None:
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def configure(level: str = "INFO") -> None:
-    """JSON lines on stderr for the ``podgate`` loggers, at ``level`` (idempotent; the level of the
-    last call holds: at ``warning`` and above, admission decisions are not logged)."""
+def configure(level: str | None = None) -> None:
+    """JSON lines on stderr for the ``podgate`` loggers (idempotent), at ``level`` where given, else
+    at the level set before (INFO at first). At ``warning`` and above, decisions are not logged."""
     logger = logging.getLogger("podgate")
-    logger.setLevel(level.upper())
+    if level is not None:
+        logger.setLevel(level.upper())
     if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         return
+    if level is None:
+        logger.setLevel(logging.INFO)
     handler = JsonLineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
