@@ -4,6 +4,7 @@ right place, or a documented reason it was skipped; injecting twice changes noth
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -67,5 +68,78 @@ def test_every_corpus_pod_is_injected_once_or_skipped_for_a_reason(tmp_path: Pat
                 outcomes["injected (input not schema-valid)"] += 1
             again = decide(parse_review(pod_review(got, "corpus")), "mutate", ctx)
             assert not again.patch, f"{where}: second injection changed the Pod"
+            for verdict in probe_verdicts(pod, got, where):
+                outcomes[verdict] += 1
+                if verdict == "probe rewritten" and "hello-probes" in path.name:
+                    outcomes["hello-probes probe rewritten"] += 1
     print(dict(outcomes))
     assert outcomes["injected, schema-valid"] > 300
+    assert outcomes["probe rewritten"] > 200 and outcomes["hello-probes probe rewritten"] >= 6
+
+
+def _resolved(port: Any, container: dict[str, Any]) -> int | None:
+    if isinstance(port, str):
+        named = [p.get("containerPort") for p in container.get("ports") or [] if p.get("name") == port]
+        port = int(port) if port.isdigit() else (named[0] if named else None)
+    return port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else None
+
+
+def probe_verdicts(pod: dict[str, Any], got: dict[str, Any], where: str) -> list[str]:
+    """Each probe of the input's app containers and native sidecars, after injection: an httpGet,
+    tcpSocket or grpc probe on a port the kubelet can resolve targets the agent, its timing fields
+    kept and its original (port resolved) in the proxy's env var; anything else (exec, a name the
+    container does not declare, the agent's own port) is as it came."""
+    spec, out = got["spec"], []
+    proxy = next(c for c in spec["initContainers"] if c["name"] == "mesh-proxy")
+    env = {e["name"]: e.get("value") for e in proxy.get("env") or []}
+    stored = json.loads(env.get("PODGATE_APP_PROBES") or "{}")
+    status = json.loads(got["metadata"]["annotations"]["podgate.io/status"])
+    for key in ("initContainers", "containers"):
+        before = pod["spec"].get(key) or []
+        after = [c for c in spec.get(key) or [] if c["name"] not in ("mesh-init", "mesh-proxy")]
+        for old, new in zip(before, after, strict=True):
+            for kind, slug in (("livenessProbe", "livez"), ("readinessProbe", "readyz"), ("startupProbe", "startupz")):
+                probe = old.get(kind)
+                if probe is None:
+                    continue
+                handler = next((h for h in ("httpGet", "tcpSocket", "grpc") if h in probe), None)
+                port = _resolved(probe[handler].get("port"), old) if handler else None
+                # a probe that already asks port 15020 (Istio's agent, rewritten by Istio) is left too
+                if handler is None or port in (None, 15020) \
+                        or key == "initContainers" and old.get("restartPolicy") != "Always":
+                    assert new[kind] == probe, f"{where}: {old['name']} {kind} changed"
+                    out.append("probe left as it was")
+                    continue
+                assert new[kind]["httpGet"] == {"path": f"/app-health/{old['name']}/{slug}", "port": 15020}, where
+                assert {k: v for k, v in new[kind].items() if k != "httpGet"} == \
+                    {k: v for k, v in probe.items() if k != handler}, f"{where}: timing fields changed"
+                assert stored[old["name"]][kind][handler] == {**probe[handler], "port": port}, where
+                assert kind in status["probes"][old["name"]], where
+                out.append("probe rewritten")
+    return out
+
+
+@pytest.mark.skipif(not MANIFESTS, reason="../shared/corpus is not beside the checkout")
+def test_inject_of_inject_is_unchanged_for_the_corpus_manifests_with_probes(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``podgate inject`` of its own output prints the same bytes: Istio's hello-probes* inputs and
+    the Linkerd and Kuma inputs with probes, through the command a user runs."""
+    from webhook.cli.commands import main
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    everything_meshed(policies)
+    chosen = [p for p in MANIFESTS if p.suffix in (".yaml", ".yml") and (
+        "hello-probes" in p.name or p.parts[-3] in ("linkerd-linkerd2", "kumahq-kuma")
+        or p.parts[-2] in ("linkerd-linkerd2", "kumahq-kuma")) and "Probe:" in p.read_text(errors="replace")]
+    assert len(chosen) >= 20, chosen
+    rewritten = 0
+    for path in chosen:
+        main(["inject", "--policies", str(policies), str(path)])
+        once = capsys.readouterr().out
+        again_in = tmp_path / "once.yaml"
+        again_in.write_text(once)
+        main(["inject", "--policies", str(policies), str(again_in)])
+        assert capsys.readouterr().out == once, f"{path}: inject of inject changed it"
+        rewritten += once.count("/app-health/")
+    assert rewritten > 50

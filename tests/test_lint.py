@@ -53,6 +53,10 @@ def test_bundled_policies_are_clean(capsys: pytest.CaptureFixture[str]) -> None:
                    "0 errors, 0 warnings\n")
 
 
+# a MeshProfile that only injects, with {injection} the lines under spec.injection (z.yaml line 7 on)
+PROFILE = ("apiVersion: podgate.io/v1alpha1\nkind: MeshProfile\nmetadata: {{name: p}}\nspec:\n"
+           "  proxy: {{name: envoy, uid: 1337, reservedPorts: [15000, 15001, 15006]}}\n  injection:\n{injection}")
+
 CASES = [
     pytest.param(policy("a", "  match: {namespaces: [a]}\n  rules:\n    port-colision: warn\n"),
                  ['z.yaml:8: error: /spec/rules/port-colision: unknown rule "port-colision"; '
@@ -99,8 +103,38 @@ CASES = [
                  ["z.yaml:10: warning: /spec/injection/container/ports/0: the proxy container declares 15021/TCP, "
                   "which spec.proxy.reservedPorts does not list",
                   "z.yaml:14: error: /spec/injection/redirect/ports/inbound: the proxy captures inbound traffic on "
-                  "15006/TCP, but spec.proxy.reservedPorts does not list it"],
+                  "15006/TCP, but spec.proxy.reservedPorts does not list it",
+                  "z.yaml:7: warning: /spec/injection/container: the native proxy has no startupProbe"],
                  id="proxy-ports-outside-reserved"),
+    pytest.param(PROFILE.format(injection="    mode: classic\n    container: {image: envoy}\n"),
+                 ["z.yaml:7: warning: /spec/injection/mode: classic mode without hold: nothing holds the app "
+                  "containers until the proxy is ready"], id="classic-without-hold"),
+    pytest.param(PROFILE.format(injection="    container: {image: envoy, startupProbe: {tcpSocket: {port: 15000}}}\n"
+                                          "    hold:\n      postStart: {exec: {command: [wait]}}\n"),
+                 ["z.yaml:8: error: /spec/injection/hold: hold is for mode classic: a native sidecar already holds"],
+                 id="hold-in-native-mode"),
+    pytest.param(PROFILE.format(injection="    mode: classic\n    container: {image: envoy}\n"
+                                          "    hold:\n      postStart: {exec: {command: [wait]}}\n"
+                                          "    redirect: {name: init, image: init, ports: {inbound: 15006, "
+                                          "outbound: 15001, excludeInbound: [15021]}}\n"
+                                          "    probes: {port: 15020, path: '/health/{container}/{probe}', env: P}\n"),
+                 ["z.yaml:12: error: /spec/injection/probes/port: the kubelet's probes go to the proxy's agent on "
+                  "15020/TCP, but spec.proxy.reservedPorts does not list it",
+                  "z.yaml:12: error: /spec/injection/probes/port: the redirect captures inbound traffic to 15020, the "
+                  "agent's probe port: list it in spec.injection.redirect.ports.excludeInbound"],
+                 id="probe-port-outside-reserved-and-captured"),
+    pytest.param(PROFILE.format(injection="    mode: classic\n    hold: {postStart: {exec: {command: [wait]}}}\n"
+                                          "    container: {image: envoy, env: [{name: P, value: x}]}\n"
+                                          "    probes: {port: 15000, path: '/health/{container}', env: P}\n"),
+                 ["z.yaml:10: error: /spec/injection/probes/path: '/health/{container}' has no {probe}: a "
+                  "container's liveness and readiness probes would share a path"],
+                 id="probe-path-without-kind"),
+    pytest.param(PROFILE.format(injection="    mode: classic\n    hold: {postStart: {exec: {command: [wait]}}}\n"
+                                          "    container: {image: envoy, env: [{name: P, value: x}]}\n"
+                                          "    probes: {port: 15000, path: '/health/{container}/{probe}', env: P}\n"),
+                 ["z.yaml:9: error: /spec/injection/container/env/0/name: 'P' is the env var that carries the "
+                  "original probes (probes.env): podgate sets it"],
+                 id="probe-env-taken"),
     pytest.param("apiVersion: podgate.io/v1alpha1\nkind: Policy\nmetadata:\n  name: a\nspec:\n  rules: [\n",
                  ["z.yaml:7: error: invalid YAML: expected the node content, but found '<stream end>'"], id="bad-yaml"),
     pytest.param(policy("Bad_Name", "  match: {namespaces: [a]}\n  extra: 1\n"),

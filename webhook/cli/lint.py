@@ -303,7 +303,22 @@ def _profile(d: Doc) -> Iterator[Problem]:
                 yield d.problem("warning", ["spec", "injection", at, "volumeMounts", i, "name"],
                                 f"volume {name!r} is not in spec.injection.volumes: every Pod this profile "
                                 "injects must bring it, or the API server refuses the Pod")
+    yield from _start_order(d, injection, container)
     redirect_ports = _map(_map(injection.get("redirect")).get("ports"))
+    probes = _map(injection.get("probes"))
+    agent = probes.get("port")
+    if isinstance(agent, int) and not isinstance(agent, bool):
+        if whole and (agent, "TCP") not in reserved:
+            yield d.problem("error", ["spec", "injection", "probes", "port"],
+                            f"the kubelet's probes go to the proxy's agent on {agent}/TCP, but spec.proxy.reservedPorts "
+                            "does not list it: an app on that port would answer them and no rule would say so")
+        excluded = redirect_ports.get("excludeInbound", [])
+        if injection.get("redirect") is not None and isinstance(excluded, list) and agent not in excluded \
+                and d.intact("spec", "injection", "redirect", "ports"):
+            yield d.problem("error", ["spec", "injection", "probes", "port"],
+                            f"the redirect captures inbound traffic to {agent}, the agent's probe port: list it in "
+                            "spec.injection.redirect.ports.excludeInbound, or the kubelet's plain probes meet the "
+                            "mesh's mTLS and fail")
     for role in ("inbound", "outbound"):
         port = redirect_ports.get(role)
         if whole and isinstance(port, int) and (port, "TCP") not in reserved:
@@ -311,6 +326,22 @@ def _profile(d: Doc) -> Iterator[Problem]:
                             f"the proxy captures {role} traffic on {port}/TCP, but "
                             "spec.proxy.reservedPorts does not list it: an app on that port would take the "
                             "proxy's traffic and no rule would say so")
+
+
+def _start_order(d: Doc, injection: Mapping[str, Any], container: Mapping[str, Any]) -> Iterator[Problem]:
+    """What holds the app containers until the proxy is ready: the native sidecar's startupProbe (the
+    kubelet starts the next container once a sidecar has started), or in classic mode ``hold``."""
+    mode = injection.get("mode", "native")
+    if mode == "native" and d.intact("spec", "injection", "container") and "startupProbe" not in container:
+        yield d.problem("warning", ["spec", "injection", "container"],
+                        "the native proxy has no startupProbe: the kubelet starts the app containers as soon as "
+                        "the proxy's process runs, before it is ready, and their first connections fail; give "
+                        "it a startupProbe on its readiness endpoint")
+    elif mode == "classic" and "hold" not in injection:
+        yield d.problem("warning", ["spec", "injection", "mode"],
+                        "classic mode without hold: nothing holds the app containers until the proxy is ready, "
+                        "and their first connections fail; add spec.injection.hold (a postStart hook that waits "
+                        "for the proxy), or use mode: native with a startupProbe")
 
 
 def _policy(d: Doc, profiles: Mapping[str, Doc], refused: set[str]) -> Iterator[Problem]:
