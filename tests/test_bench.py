@@ -51,3 +51,12 @@ def test_bench_quick_runs_and_reports_every_target() -> None:
     for target in ("served 1-container /validate", "served recorded", "workers:", "in process:",
                    "linear: /validate", "linear: /mutate"):
         assert target in out, out
+
+
+def test_suite_bench_runs_and_reports_its_target() -> None:
+    """bench/suite.py at a small size: both commands run on the same Pods, the ratio is reported."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "suite.py"), "--cases", "150"], capture_output=True,
+                          text=True, timeout=180, cwd=REPO)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # 1: the target missed on a busy machine
+    assert "podgate test, 150 cases naming them" in proc.stdout
+    assert "suite: test " in proc.stdout and "x check on the same Pods (<= 3.0)" in proc.stdout

@@ -96,7 +96,7 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     code, out, _ = run(capsys, "test", "-o", "json", "--run", "exempt", str(suite))
     assert code == 1
     report = json.loads(out)
-    assert report["summary"] == {"cases": 1, "passed": 0, "failed": 1}
+    assert report["summary"] == {"cases": 1, "passed": 0, "failed": 1, "malformed": 0}
     [case] = report["suites"][0]["cases"]
     assert case["name"] == "kube-system-is-exempt" and case["passed"] is False
     assert case["failures"] == ["allowed: expected false, got true (allowed)"]
@@ -175,7 +175,7 @@ def test_every_unknown_rule_of_a_suite_is_named_at_once(tmp_path: Path, capsys: 
     set_expect(suite / "podgate-test.yaml", "port-collision-denied", doesNotFire=["port-colision"])
     set_expect(suite / "podgate-test.yaml", "kube-system-is-exempt", fires=["missing-proxi"])
     code, out, err = run(capsys, "test", str(suite))
-    assert code == 2 and out == ""
+    assert code == 2 and out == "0 cases: 0 passed, 0 failed; 1 suite could not run\n"
     lines = err.splitlines()
     assert len(lines) == 2
     assert '/expect/doesNotFire/0: unknown rule "port-colision"; did you mean "port-collision"?' in lines[0]
@@ -360,3 +360,140 @@ def test_a_request_file_that_is_not_an_admission_review(tmp_path: Path, capsys: 
     (tmp_path / "podgate-test.yaml").write_text(head + "    expect: {error: 'kind must be AdmissionReview'}\n")
     code, out, _ = run(capsys, "test", str(tmp_path))
     assert code == 0, out
+
+
+def many_pods_suite(directory: Path, n: int) -> Path:
+    """One manifest of n Pods, and a suite with a case for each (every third one collides)."""
+    pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"}, "spec": {"containers": [
+        {"name": "a", "image": "a", "ports": [{"containerPort": 80}]},
+        {"name": "b", "image": "b", "ports": [{"containerPort": 80 if i % 3 == 0 else 81}]}]}} for i in range(n)]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pods.yaml").write_text(yaml.safe_dump_all(pods))
+    cases = [{"name": f"p{i}", "manifest": "pods.yaml", "document": i, "expect": {"allowed": i % 3 != 0}}
+             for i in range(n)]
+    (directory / "podgate-test.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "podgate.io/v1alpha1", "kind": "TestSuite", "name": directory.name, "cases": cases}))
+    return directory
+
+
+def test_a_manifest_file_is_parsed_once_however_many_cases_name_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case re-parsing its file made a suite quadratic (400 cases from one file: minutes)."""
+    from webhook.cli import suite as suite_module
+
+    parsed: list[str] = []
+    real = suite_module.read_documents
+
+    def counting(source: str) -> list:
+        parsed.append(source)
+        return real(source)
+
+    monkeypatch.setattr(suite_module, "read_documents", counting)
+    many_pods_suite(tmp_path / "s", 60)
+    code, out, err = run(capsys, "test", str(tmp_path / "s"))
+    assert code == 0, out + err
+    assert out.splitlines()[-1] == "60 cases: 60 passed, 0 failed"
+    assert len(parsed) == 1
+
+
+def test_every_problem_of_every_suite_is_reported_and_the_good_ones_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from xml.etree import ElementTree
+
+    many_pods_suite(tmp_path / "a-good", 3)
+    bad = tmp_path / "b-bad"
+    bad.mkdir()
+    (bad / "podgate-test.yaml").write_text(
+        "apiVersion: podgate.io/v1alpha1\nkind: TestSuite\ncases:\n"
+        "  - {name: x, request: missing.json, expect: {allowed: true}}\n"
+        "  - {name: x, manifest: gone.yaml, expect: {allowed: true}}\n"
+        "  - {name: y, object: {kind: ConfigMap}, expect: {fires: [port-colision]}}\n")
+    many_pods_suite(tmp_path / "c-good", 2)
+
+    code, out, err = run(capsys, "test", str(tmp_path))
+    assert code == 2
+    problems = [line for line in err.splitlines() if line.startswith("podgate: ")]
+    assert len(problems) == 5, err
+    for text in ("missing.json does not exist", "case name 'x' is used twice", "gone.yaml",
+                 "not a Pod or workload", 'unknown rule "port-colision"'):
+        assert any(text in line for line in problems), (text, err)
+    assert out.splitlines()[-1] == "5 cases: 5 passed, 0 failed; 1 suite could not run"
+    assert f"{tmp_path / 'c-good' / 'podgate-test.yaml'}: c-good" in out  # the suite after the bad one ran
+
+    code, out, _ = run(capsys, "test", "-o", "json", str(tmp_path))
+    assert code == 2
+    report = json.loads(out)
+    assert report["summary"] == {"cases": 5, "passed": 5, "failed": 0, "malformed": 1}
+    assert [len(s["errors"]) for s in report["suites"]] == [0, 5, 0]
+    assert [len(s["cases"]) for s in report["suites"]] == [3, 0, 2]
+
+    code, out, _ = run(capsys, "test", "-o", "junit", str(tmp_path))
+    assert code == 2
+    root = ElementTree.fromstring(out)
+    suites = root.findall("testsuite")
+    assert [s.get("errors") for s in suites] == ["0", "1", "0"]
+    error = suites[1].find("testcase/error")
+    assert error is not None and "missing.json does not exist" in (error.text or "")
+
+    # no suite at all: still a report, with the error in it
+    code, out, _ = run(capsys, "test", "-o", "json", str(tmp_path / "nowhere"))
+    assert code == 2
+    assert "no such file or directory" in json.loads(out)["suites"][0]["errors"][0]
+
+
+MESHED_POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"},
+              "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}
+
+
+def test_namespace_labels_are_honoured_by_test_and_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = tmp_path / "labels.yaml"
+    labels.write_text("shop: {podgate.io/mesh: enabled}\n")
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(yaml.safe_dump(MESHED_POD))
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "podgate-test.yaml").write_text(
+        "apiVersion: podgate.io/v1alpha1\nkind: TestSuite\ncases:\n"
+        f"  - {{name: web, manifest: {manifest}, expect: {{allowed: true, injected: true}}}}\n")
+    code, out, _ = run(capsys, "test", str(suite))
+    assert code == 1 and "injected: expected true, got false" in out
+    code, out, _ = run(capsys, "test", "--namespace-labels", str(labels), str(suite))
+    assert code == 0, out
+
+    # --init under those labels: the case is injected and records the labels it was made under
+    fresh = tmp_path / "fresh"
+    code, out, _ = run(capsys, "test", "--namespace-labels", str(labels), str(fresh), "--init", str(manifest))
+    assert code == 0, out
+    [case] = yaml.safe_load((fresh / "podgate-test.yaml").read_text())["cases"]
+    assert case["expect"]["injected"] is True
+    assert case["namespaceLabels"] == {"shop": {"podgate.io/mesh": "enabled"}}
+    code, out, _ = run(capsys, "test", str(fresh))
+    assert code == 0, out
+
+
+def test_init_writes_nothing_when_a_file_is_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = RULES_SUITE / "manifests" / "deployment-meshed.yaml"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: [\n")
+    config = tmp_path / "config.yaml"
+    config.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+    suite = tmp_path / "suite"
+    code, _, err = run(capsys, "test", str(suite), "--init", str(good), str(broken), str(config))
+    assert code == 2
+    assert str(broken) in err and str(config) in err  # every bad file, not only the first
+    assert not suite.exists()  # nothing copied, no golden file, no suite
+
+
+def test_init_with_the_directory_after_the_files_is_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = RULES_SUITE / "manifests" / "deployment-meshed.yaml"
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    code, _, err = run(capsys, "test", "--init", str(manifest), str(suite))
+    assert code == 2
+    assert f"the directory comes first: podgate test {suite} --init {manifest}" in err
+    assert list(suite.iterdir()) == []
+    # a directory among the files is named as such
+    code, _, err = run(capsys, "test", str(suite), "--init", str(manifest), str(tmp_path))
+    assert code == 2 and f"{tmp_path}: is a directory; --init takes" in err
+    assert list(suite.iterdir()) == []

@@ -207,34 +207,40 @@ def cmd_inject(args: argparse.Namespace) -> int:
 # --- test, explain ----------------------------------------------------------------------------
 
 def cmd_test(args: argparse.Namespace) -> int:
-    runner = suite.Runner(args.policies)
+    runner = suite.Runner(args.policies, _namespace_labels(args).labels)
     if args.init:
         return _test_init(args, runner)
-    suites = [suite.load_suite(path, args.update_golden) for path in suite.find_suites(args.dir)]
-    colour = check.use_colour(sys.stdout) and args.output == "text"
-    results: list[tuple[suite.Suite, list[suite.CaseResult]]] = []
-    for s in suites:
-        if args.output == "text":
-            print(f"{s.path}: {s.name}" if s.name != str(s.path) else str(s.path))
-        got = []
-        for result in runner.run(s, args.run, args.update_golden):
-            got.append(result)
-            if args.output == "text":
+    if args.dir is None:
+        raise UsageError("test needs DIR, a directory of suites or one suite file")
+    text = args.output == "text"
+    colour = check.use_colour(sys.stdout) and text
+    runs = []
+    for run in suite.run_all(args.dir, runner, args.run, args.update_golden):
+        # every problem of every suite, as met; the suites that load still run
+        check.print_errors(run.problems)
+        if text and run.suite is not None:
+            name = run.suite.name
+            print(f"{run.path}: {name}" if name != str(run.path) else str(run.path), flush=True)
+        for result in run.results():  # each case shows as it ends
+            if text:
                 _print_case(result, colour)
-        results.append((s, got))
-    cases = [r for _, got in results for r in got]
-    failed = sum(not r.passed for r in cases)
+                sys.stdout.flush()
+        runs.append(run)
+    totals = suite.summary(runs)
     if args.output == "json":
-        _print_json({"suites": [{"file": str(s.path), "name": s.name, "cases": [r.to_json() for r in got]}
-                                for s, got in results],
-                     "summary": {"cases": len(cases), "passed": len(cases) - failed, "failed": failed}})
+        _print_json({"suites": [run.to_json() for run in runs], "summary": totals})
     elif args.output == "junit":
-        sys.stdout.write(suite.junit_xml(results))
+        sys.stdout.write(suite.junit_xml(runs))
     else:
-        print(f"{len(cases)} case{'s' if len(cases) != 1 else ''}: {len(cases) - failed} passed, {failed} failed")
-    if args.run and not cases:
+        n = totals["cases"]
+        malformed = totals["malformed"]
+        print(f"{n} case{'s' if n != 1 else ''}: {totals['passed']} passed, {totals['failed']} failed"
+              + (f"; {malformed} suite{'s' if malformed != 1 else ''} could not run" if malformed else ""))
+    if totals["malformed"]:
+        return EXIT_USAGE
+    if args.run and not totals["cases"]:
         raise UsageError(f"no case name contains {args.run!r}")
-    return EXIT_OK if failed == 0 else EXIT_DENIED
+    return EXIT_OK if totals["failed"] == 0 else EXIT_DENIED
 
 
 def _print_case(result: suite.CaseResult, colour: bool) -> None:
@@ -253,6 +259,10 @@ def _print_case(result: suite.CaseResult, colour: bool) -> None:
 
 
 def _test_init(args: argparse.Namespace, runner: suite.Runner) -> int:
+    if args.dir is None:  # --init FILE... took them all: say where the directory goes
+        files = " ".join(args.init[:-1]) or "FILE..."
+        raise UsageError(f"test --init: no suite directory given (--init took {args.init[-1]!r} as a file to "
+                         f"add); the directory comes first: podgate test {args.init[-1]} --init {files}")
     target = Path(args.dir)
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target}: --init writes into a suite directory; give a directory")
@@ -480,7 +490,8 @@ def build_parser() -> Parser:
                         "admit for manifests)")
     p.add_argument("--namespace", default="default", type=dns_label,
                    help="with --init: namespace for manifests that name none")
-    p.add_argument("dir", metavar="DIR", help="a directory of suites, or one suite file")
+    p.add_argument("dir", metavar="DIR", nargs="?", help="a directory of suites, or one suite file "
+                   "(with --init: the suite directory, given before --init)")
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("explain", help="what a rule checks, why it matters, how to fix it")

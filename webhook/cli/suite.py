@@ -2,8 +2,12 @@
 
 A suite is a ``podgate-test.yaml`` file (format: docs/testing.md, schema: policies/suite.schema.json).
 Every case goes through ``offline.admit``, i.e. ``admission.review``, the function the server
-uses; there is no second evaluation path. A malformed suite is a SuiteError naming the file,
-line and JSON path (exit 2); a case whose answer differs from its expectation fails (exit 1).
+uses; there is no second evaluation path. A malformed suite is a SuiteError naming every
+problem with file, line and JSON path (exit 2); a case whose answer differs from its expectation
+fails (exit 1).
+
+Each file a suite names is read and parsed once however many cases pick from it (a manifest of
+5,000 Pods behind 5,000 cases is one parse, and each case finds its object by index).
 """
 
 from __future__ import annotations
@@ -35,7 +39,12 @@ API_VERSION = "podgate.io/v1alpha1"
 
 
 class SuiteError(PodgateError):
-    """A suite (or a file it names) is malformed: exit code 2."""
+    """A suite (or a file it names) is malformed: exit code 2. ``problems`` holds each problem
+    found, one line each (the message is all of them)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or message.splitlines()
 
 
 def find_suites(target: str | Path) -> list[Path]:
@@ -98,8 +107,33 @@ def _read_structured(path: Path, what: str, where: str) -> list[Any]:
         raise SuiteError(f"{path}{f':{line}' if line else ''}: invalid JSON/YAML: {error_text(exc)}") from None
 
 
+class _Manifests:
+    """The manifest files of one suite, each read once: its Pods and workloads by document and
+    List item, so that a case picks its object without another parse or a scan of the file."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, dict[int, list[Document]] | ManifestError] = {}
+
+    def by_document(self, file: Path) -> dict[int, list[Document]]:
+        key = file.resolve()
+        if key not in self._files:
+            try:
+                found: dict[int, list[Document]] = {}
+                for d in read_documents(str(file)):
+                    if d.has_pod:
+                        found.setdefault(d.index, []).append(d)
+                self._files[key] = found
+            except ManifestError as exc:
+                self._files[key] = exc
+        got = self._files[key]
+        if isinstance(got, ManifestError):
+            raise got
+        return got
+
+
 def load_suite(path: Path, update_golden: bool = False) -> Suite:
-    """Read and check a suite file and everything it names; raise SuiteError on the first problem.
+    """Read and check a suite file and everything it names; raise SuiteError naming every
+    problem found (each case is checked, as lint checks each document).
 
     With ``update_golden`` a missing golden file is not an error: the run writes it.
     """
@@ -117,19 +151,23 @@ def load_suite(path: Path, update_golden: bool = False) -> Suite:
     if errors:
         raise SuiteError("\n".join(_schema_message(path, doc, e) for e in errors))
     data = doc.data
-    if unknown := list(_unknown_rules(path, doc)):
-        raise SuiteError("\n".join(unknown))
+    problems = list(_unknown_rules(path, doc))
     base = path.parent
     policies = (base / data["policies"]).resolve() if data.get("policies") else None
     if policies is not None and not policies.is_dir():
-        raise SuiteError(f"{_where(path, doc, ['policies'])}: policy directory {policies} does not exist")
+        problems.append(f"{_where(path, doc, ['policies'])}: policy directory {policies} does not exist")
     labels = data.get("namespaceLabels") or {}
-    cases, names = [], set()
+    cases, names, manifests = [], set(), _Manifests()
     for i, raw in enumerate(data["cases"]):
         if raw["name"] in names:
-            raise SuiteError(f"{_where(path, doc, ['cases', i, 'name'])}: case name {raw['name']!r} is used twice")
+            problems.append(f"{_where(path, doc, ['cases', i, 'name'])}: case name {raw['name']!r} is used twice")
         names.add(raw["name"])
-        cases.append(_load_case(path, doc, i, raw, labels, update_golden))
+        try:
+            cases.append(_load_case(path, doc, i, raw, labels, update_golden, manifests))
+        except SuiteError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SuiteError("\n".join(problems), problems)
     return Suite(path, data.get("name") or str(path), policies, cases, labels)
 
 
@@ -160,7 +198,7 @@ def _schema_message(path: Path, doc: YamlDocument, error: jsonschema.ValidationE
 
 
 def _load_case(path: Path, doc: YamlDocument, i: int, raw: Mapping[str, Any],
-               suite_labels: Mapping[str, Any], update_golden: bool) -> Case:
+               suite_labels: Mapping[str, Any], update_golden: bool, manifests: _Manifests) -> Case:
     base = path.parent
     at = ["cases", i]
     where = _where(path, doc, at)
@@ -180,7 +218,7 @@ def _load_case(path: Path, doc: YamlDocument, i: int, raw: Mapping[str, Any],
     else:
         namespace = raw.get("namespace", "default")
         if "manifest" in raw:
-            picked = _manifest_object(base / raw["manifest"], raw.get("document"), raw.get("item"),
+            picked = _manifest_object(manifests, base / raw["manifest"], raw.get("document"), raw.get("item"),
                                       _where(path, doc, at + ["manifest"]))
             key = ("manifest", (base / raw["manifest"]).resolve(), picked.index, picked.item, step, namespace)
             obj = picked.obj
@@ -204,14 +242,17 @@ def _load_case(path: Path, doc: YamlDocument, i: int, raw: Mapping[str, Any],
     return case
 
 
-def _manifest_object(file: Path, index: int | None, item: int | None, where: str) -> Document:
+def _manifest_object(manifests: _Manifests, file: Path, index: int | None, item: int | None,
+                     where: str) -> Document:
     """The one Pod or workload of a manifest file that ``document``/``item`` pick."""
     try:
-        docs = [d for d in read_documents(str(file)) if d.has_pod]
+        by_document = manifests.by_document(file)
     except ManifestError as exc:
         raise SuiteError(f"{where}: {exc}") from None
     if index is not None:
-        docs = [d for d in docs if d.index == index]
+        docs = by_document.get(index, [])
+    else:
+        docs = [d for found in by_document.values() for d in found]
     if item is not None:
         docs = [d for d in docs if d.item == item]
     if len(docs) != 1:
@@ -344,15 +385,55 @@ def _check_warnings(expected: list[str], actual: list[str]) -> list[str]:
             for i, (want, got) in enumerate(zip(expected, actual)) if want not in got]
 
 
-def junit_xml(results: list[tuple[Suite, list[CaseResult]]]) -> str:
-    """JUnit XML, which CI systems (GitLab, Jenkins, GitHub test reporters) show per case."""
+@dataclass
+class SuiteRun:
+    """One suite file of a run: the results of its cases, or the problems that kept it from
+    running (a malformed suite, or policies that do not load)."""
+
+    path: Path
+    suite: Suite | None = None
+    cases: list[CaseResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    pending: Iterator[CaseResult] | None = None  # the cases not run yet
+
+    def results(self) -> Iterator[CaseResult]:
+        """Run the cases (once), each result yielded as soon as it is known and kept in ``cases``."""
+        pending, self.pending = self.pending, None
+        for result in pending or ():
+            self.cases.append(result)
+            yield result
+
+    @property
+    def name(self) -> str:
+        return self.suite.name if self.suite else str(self.path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": str(self.path), "name": self.name, "cases": [r.to_json() for r in self.cases],
+                "errors": self.problems}
+
+
+def summary(runs: list[SuiteRun]) -> dict[str, int]:
+    cases = [r for run in runs for r in run.cases]
+    failed = sum(not r.passed for r in cases)
+    return {"cases": len(cases), "passed": len(cases) - failed, "failed": failed,
+            "malformed": sum(bool(run.problems) for run in runs)}
+
+
+def junit_xml(runs: list[SuiteRun]) -> str:
+    """JUnit XML, which CI systems (GitLab, Jenkins, GitHub test reporters) show per case; a suite
+    that could not run is one test case with an ``error``, so that the report shows it."""
     root = ElementTree.Element("testsuites", name="podgate test")
-    for suite, cases in results:
-        failed = sum(not r.passed for r in cases)
-        node = ElementTree.SubElement(root, "testsuite", name=suite.name, tests=str(len(cases)),
-                                      failures=str(failed), errors="0", file=str(suite.path))
-        for r in cases:
-            case = ElementTree.SubElement(node, "testcase", name=r.case.name, classname=suite.name,
+    for run in runs:
+        failed = sum(not r.passed for r in run.cases)
+        node = ElementTree.SubElement(root, "testsuite", name=run.name, tests=str(len(run.cases) or 1),
+                                      failures=str(failed), errors=str(int(bool(run.problems))), file=str(run.path))
+        if run.problems:
+            case = ElementTree.SubElement(node, "testcase", name="malformed suite", classname=run.name,
+                                          file=str(run.path))
+            error = ElementTree.SubElement(case, "error", message=run.problems[0])
+            error.text = "\n".join(run.problems)
+        for r in run.cases:
+            case = ElementTree.SubElement(node, "testcase", name=r.case.name, classname=run.name,
                                           file=str(r.case.suite), line=str(r.case.line))
             if not r.passed:
                 failure = ElementTree.SubElement(case, "failure", message=r.failures[0].splitlines()[0])
@@ -362,10 +443,15 @@ def junit_xml(results: list[tuple[Suite, list[CaseResult]]]) -> str:
 
 
 class Runner:
-    """Runs suites; policy directories are loaded once each."""
+    """Runs suites; policy directories are loaded once each.
 
-    def __init__(self, policies_override: str | None = None) -> None:
+    ``labels`` (``--namespace-labels``) are the namespace labels of the run; a suite's or a case's
+    ``namespaceLabels`` win for the namespaces they name (the suite says what it tests)."""
+
+    def __init__(self, policies_override: str | None = None, labels: Mapping[str, dict[str, str]] | None = None
+                 ) -> None:
         self.override = Path(policies_override) if policies_override else None
+        self.labels: dict[str, dict[str, str]] = dict(labels or {})
         self._sets: dict[Path | None, PolicySet] = {}
 
     def policies(self, suite: Suite) -> PolicySet:
@@ -381,12 +467,36 @@ class Runner:
         for case in suite.cases:
             if name_filter and name_filter not in case.name:
                 continue
-            ctx = Context(policies, StaticNamespaceLabels(case.labels))
+            ctx = Context(policies, StaticNamespaceLabels({**self.labels, **case.labels}))
             result = admit(case.body, case.step, ctx)
             if update_golden and case.patched_file is not None and case.patched != result.object:
                 write_golden(case.patched_file, result.object)
                 case.patched = result.object
             yield CaseResult(case, result, check_case(case, result))
+
+
+def run_all(target: str | Path, runner: Runner, name_filter: str | None = None,
+            update_golden: bool = False) -> Iterator[SuiteRun]:
+    """Every suite under ``target``, one at a time: loaded, then ready to run (``results()``). A
+    suite that is malformed, or whose policies do not load, comes with its problems and no
+    cases; the others still run. A target with no suite at all is one such run."""
+    try:
+        paths = find_suites(target)
+    except SuiteError as exc:
+        yield SuiteRun(Path(target), problems=exc.problems)
+        return
+    for path in paths:
+        run = SuiteRun(path)
+        try:
+            run.suite = load_suite(path, update_golden)
+            runner.policies(run.suite)
+        except SuiteError as exc:
+            run.problems = exc.problems
+        except PodgateError as exc:
+            run.problems = [f"{path}: {line}" if i == 0 else line for i, line in enumerate(str(exc).splitlines())]
+        else:
+            run.pending = runner.run(run.suite, name_filter, update_golden)
+        yield run
 
 
 def write_golden(path: Path, obj: Any) -> None:
@@ -498,19 +608,35 @@ def init_cases(sources: list[str], suite_dir: Path, runner: Runner, step: Step |
 
     Files outside the suite directory are copied into it (requests/, manifests/); injected Pods
     get a golden file under golden/. An input the suite already has a case for (same file,
-    document, List item, webhook and namespace) gets no second one. Returns the suite file, the
+    document, List item, webhook and namespace) gets no second one. Labels that the run's
+    ``--namespace-labels`` give the case's namespace, and the suite does not, go into the case's
+    ``namespaceLabels``, so that the suite passes without the flag. Returns the suite file, the
     new cases (not yet written) and a line for each input skipped that way.
+
+    Every input is read before anything is written: one bad file is a SuiteError naming every
+    bad file, and leaves the suite directory as it was.
     """
     suite_file = next((suite_dir / n for n in SUITE_NAMES if (suite_dir / n).exists()), suite_dir / SUITE_NAMES[0])
     existing = load_suite(suite_file) if suite_file.exists() else None
     taken = {c.name for c in existing.cases} if existing else set()
     have: dict[InputKey, str] = {c.input_key: c.name for c in existing.cases if c.input_key} if existing else {}
     policies = runner.policies(existing) if existing else load_policy_set(runner.override)
-    ctx = Context(policies, StaticNamespaceLabels(existing.labels if existing else {}))
-    new, skipped = [], []
+    suite_labels = existing.labels if existing else {}
+    ctx = Context(policies, StaticNamespaceLabels({**runner.labels, **suite_labels}))
+    read: list[tuple[Path, list[_Input]]] = []
+    problems: list[str] = []
     for source in sources:
         path = Path(source)
-        inputs = _inputs(path, namespace)
+        try:
+            if path.is_dir():
+                raise SuiteError(f"{path}: is a directory; --init takes recorded requests and manifest files")
+            read.append((path, _inputs(path, namespace)))
+        except SuiteError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SuiteError("\n".join(problems), problems)
+    new, skipped = [], []
+    for path, inputs in read:
         is_request = inputs[0].is_request
         key, ref = ("request", _copy_in(path, suite_dir, "requests")) if is_request \
             else ("manifest", _copy_in(path, suite_dir, "manifests"))
@@ -541,6 +667,9 @@ def init_cases(sources: list[str], suite_dir: Path, runner: Runner, step: Step |
                 case["webhook"] = this_step
             if not is_request and namespace != "default":
                 case["namespace"] = namespace
+            request_ns = found.body["request"].get("namespace")
+            if request_ns in runner.labels and suite_labels.get(request_ns) != runner.labels[request_ns]:
+                case["namespaceLabels"] = {request_ns: runner.labels[request_ns]}
             case["expect"] = expectation(result, golden)
             new.append(case)
     return suite_file, new, skipped
