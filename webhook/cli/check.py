@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from ..admission import Context, Decision
 from ..namespaces import StaticNamespaceLabels
+from ..resources import formatted, pod_requests
 from .manifests import MANIFEST_SUFFIXES, Document, ManifestError, iter_files, read_documents
 from .offline import admit, pod_review
 
@@ -62,6 +63,9 @@ class CheckResult:
     injected: bool
     decision: Decision | None
     error: str | None = None  # podgate could not check the object (bad input): exit 2
+    # an injected Pod's effective requests with the proxy, and how much of them the injection added
+    requests: dict[str, str] | None = None
+    proxy_requests: dict[str, str] | None = None
 
     @property
     def findings(self) -> list[Any]:
@@ -78,6 +82,8 @@ class CheckResult:
         out.update({"kind": self.document.kind, "namespace": self.namespace, "name": self.name,
                     "allowed": self.allowed, "injected": self.injected,
                     "violations": [f.to_json() for f in self.findings]})
+        if self.requests is not None:
+            out.update(effective_requests=self.requests, proxy_requests=self.proxy_requests)
         if self.error:
             out["error"] = self.error
         elif not self.allowed and not self.findings and self.decision and self.decision.message:
@@ -131,7 +137,12 @@ def check_document(doc: Document, ctx: Context, default_namespace: str, inject: 
     if decision is not None and decision.reason == "malformed object" and decision.message:
         where = "object" if doc.kind == "Pod" else "Pod template"
         error = decision.message.replace("request.object", f"{where} ", 1)
-    return CheckResult(doc, namespace, name, result.allowed, result.injected, decision, error)
+    out = CheckResult(doc, namespace, name, result.allowed, result.injected, decision, error)
+    if result.injected:
+        with_proxy, without = pod_requests(result.object), pod_requests(pod)
+        out.requests = formatted(with_proxy)
+        out.proxy_requests = formatted({k: max(v - without.get(k, 0), 0) for k, v in with_proxy.items()})
+    return out
 
 
 def read_files(paths: Sequence[str], errors: list[InputError]) -> Iterator[list[Document]]:
