@@ -31,7 +31,7 @@ TEMPTING = [
 def test_the_mesh_rules_are_the_ones_that_guard_the_proxy() -> None:
     assert {r.id for r in MESH_RULES} == {
         "proxy-port-conflict", "proxy-uid-conflict", "missing-proxy", "proxy-udp-port", "mesh-host-network",
-        "proxy-no-identity", "proxy-blocks-completion"}
+        "proxy-no-identity", "proxy-blocks-completion", "stale-proxy"}
 
 
 def recorded_pods() -> list[Any]:

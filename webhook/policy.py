@@ -265,7 +265,8 @@ def _compile_profile(spec: Mapping[str, Any], name: str, where: str, errors: lis
         errors.append(f"{where}: {json_pointer(['spec', 'injection', *path])}: {message}")
     reserved = frozenset(reserved_ports(proxy["reservedPorts"]))
     probes = injector.probes if injector is not None else None
-    return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], reserved, helpers, probes),
+    return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], reserved, helpers, probes, name,
+                                       injector.profile_hash if injector else ""),
                        injector, where)
 
 

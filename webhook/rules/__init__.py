@@ -68,6 +68,8 @@ class ProxySpec:
     reserved: frozenset[tuple[int, str]]  # (port, protocol) pairs the proxy owns
     helpers: frozenset[str] = frozenset()  # injected helper containers (traffic redirect)
     probes: ProbeRewrite | None = None  # the profile rewrites probes to the proxy's agent
+    profile: str = ""  # the MeshProfile's name
+    profile_hash: str = ""  # what podgate.io/status records of the profile it injected ("": injects nothing)
 
 
 @dataclass(frozen=True)

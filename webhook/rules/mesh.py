@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..pods import Role
+import orjson
+
+from ..inject import STATUS_ANNOTATION
+from ..pods import Pod, Role
 from . import Subject, Violation, rule
 
 
@@ -165,4 +168,53 @@ def proxy_blocks_completion(s: Subject) -> Iterator[Violation]:
         f'[proxy-blocks-completion] the mesh proxy "{proxy.name}" is a regular container in a pod with '
         f"restartPolicy {s.pod.restart_policy}: it never exits, so the pod never completes; inject it as a native "
         f"sidecar (mode: native)",
+        (proxy.name,))
+
+
+def injected_profile(pod: Pod) -> tuple[str, str] | None:
+    """(profile, hash) that the Pod's podgate.io/status records, or None when it records none
+    (not injected by podgate, or an annotation that is not podgate's JSON)."""
+    text = pod.annotations.get(STATUS_ANNOTATION)
+    if not isinstance(text, str) or len(text) > 64 * 1024:
+        return None
+    try:
+        status = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(status, dict):
+        return None
+    profile, digest = status.get("profile"), status.get("hash")
+    if not isinstance(profile, str) or not isinstance(digest, str) or not digest:
+        return None
+    return profile, digest
+
+
+@rule("stale-proxy", "warn", mesh=True,
+      summary="A Pod runs a proxy injected from an older version of its mesh profile (podgate.io/status records "
+              "another profile hash).",
+      why="Injection happens once, when a Pod is created: a change to the mesh profile (a new proxy image, new "
+          "settings) reaches only Pods created after it. Until its workload restarts, the Pod runs the old proxy.",
+      fix="Restart the Pod's workload (kubectl rollout restart deployment/NAME, or delete a bare Pod): its new "
+          "Pods get the current proxy. podgate audit lists them, with the command for each workload.",
+      example="podgate.io/status records hash 3f2a9c0d1b7e4a55 of mesh-proxy; the profile's hash is now "
+              "9c1b0e7a2d4f6b88")
+def stale_proxy(s: Subject) -> Iterator[Violation]:
+    proxy = s.proxy_container
+    if proxy is None or s.proxy is None or not s.proxy.profile_hash:
+        return
+    recorded = injected_profile(s.pod)
+    if recorded is None:
+        return
+    profile, digest = recorded
+    if profile == s.proxy.profile and digest == s.proxy.profile_hash:
+        return
+    if profile == s.proxy.profile:
+        origin = f'an older version of mesh profile "{profile}" (hash {digest[:16]}, now {s.proxy.profile_hash})'
+    else:
+        origin = (f'mesh profile "{profile[:63]}" (hash {digest[:16]}), but its policy now uses mesh profile '
+                  f'"{s.proxy.profile}" (hash {s.proxy.profile_hash})')
+    yield Violation(
+        "stale-proxy",
+        f'[stale-proxy] pod "{s.pod.display_name}" runs the proxy "{proxy.name}" injected from {origin}: restart '
+        f"the pod's workload so that it gets the current proxy",
         (proxy.name,))
