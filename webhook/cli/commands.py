@@ -1,4 +1,4 @@
-"""The ``podgate`` command: serve, review, check, inject, test, explain, policy lint, certs.
+"""The ``podgate`` command: serve, review, check, inject, test, audit, explain, policy lint, certs.
 
 Exit codes are a contract for scripts and CI: 0 all allowed, 1 something denied (or a lint
 error), 2 bad input or usage, with a message on stderr naming the file and what is wrong.
@@ -202,6 +202,24 @@ def cmd_inject(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     check.print_errors(result.errors)
     return EXIT_USAGE if result.errors else EXIT_OK
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ..server.nscache import api_connection
+    from .audit import Options, run
+    from .cluster import Cluster
+
+    policies = _policies(args)  # a bad policy directory fails before the cluster is asked anything
+    try:
+        connection = api_connection(args.kube_api)
+    except Exception as exc:  # no kubeconfig, no service account: config errors of the client
+        raise UsageError(f"--kube-api {args.kube_api}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    cluster = Cluster(connection, page_size=args.page_size, timeout=args.request_timeout)
+    options = Options(namespace=args.namespace, output=args.output, write_reports=args.write_reports,
+                      exit_zero=args.exit_zero)
+    return run(cluster, policies, options)
 
 
 # --- test, explain ----------------------------------------------------------------------------
@@ -493,6 +511,35 @@ def build_parser() -> Parser:
     p.add_argument("dir", metavar="DIR", nargs="?", help="a directory of suites, or one suite file "
                    "(with --init: the suite directory, given before --init)")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("audit", help="audit the cluster's running Pods under these policies (PolicyReports)",
+                       description="Evaluate every running Pod with the validate step of /validate, under its "
+                                   "namespace's labels as they are now: rule findings, missing and stale proxies, "
+                                   "grouped by workload. Exit 0: nothing at deny level; 1: deny-level findings; "
+                                   "2: errors (API unreachable, refused, a Pod that cannot be evaluated). Changes "
+                                   "nothing in the cluster unless --write-reports is given.")
+    p.add_argument("--policies", metavar="DIR", type=existing_dir,
+                   help="policy directory (default: the bundled policies; in the cluster, the mounted ConfigMap)")
+    p.add_argument("--kube-api", metavar="SOURCE", default="kubeconfig", type=kube_api,
+                   help="the API server: in-cluster, kubeconfig (default: $KUBECONFIG or ~/.kube/config), or a "
+                        "URL such as kubectl proxy's http://127.0.0.1:8001")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", metavar="NS", type=dns_label, help="audit this namespace only")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="audit every namespace (the default)")
+    p.add_argument("-o", "--output", choices=("text", "json", "policyreport"), default="text",
+                   help="text: one line per workload with findings; json: one result per Pod; policyreport: "
+                        "the wgpolicyk8s.io/v1alpha2 PolicyReports, one per namespace, as YAML")
+    p.add_argument("--write-reports", action="store_true",
+                   help="create or update a PolicyReport per namespace (and empty podgate's reports of "
+                        "namespaces that became clean)")
+    p.add_argument("--exit-zero", action="store_true",
+                   help="exit 0 even with deny-level findings (errors still exit 2): for scheduled runs whose "
+                        "findings go to PolicyReports")
+    p.add_argument("--page-size", type=integer(1, 10000), default=500, metavar="N",
+                   help="Pods per list request: memory grows with this, not with the cluster (default: 500)")
+    p.add_argument("--request-timeout", type=seconds(0, 600, allow_low=False), default=30.0, metavar="SECONDS",
+                   help="timeout of each API request (default: 30)")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("explain", help="what a rule checks, why it matters, how to fix it")
     p.add_argument("rule", nargs="?", metavar="RULE", help="a rule ID; none: list the rules")

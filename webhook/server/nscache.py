@@ -28,20 +28,29 @@ log = logging.getLogger("podgate.namespaces")
 OnUnavailable = Literal["deny", "no-labels"]
 
 
-def api_client(source: str) -> Any:
-    """A CoreV1Api for ``in-cluster``, ``kubeconfig`` (``$KUBECONFIG`` or ~/.kube/config), or a
-    plain URL such as ``kubectl proxy``'s http://127.0.0.1:8001."""
+def api_connection(source: str) -> Any:
+    """A kubernetes ApiClient for ``in-cluster``, ``kubeconfig`` (``$KUBECONFIG`` or ~/.kube/config),
+    or a plain URL such as ``kubectl proxy``'s http://127.0.0.1:8001: the one place a --kube-api
+    value becomes a connection, for the server's namespace cache and for ``podgate audit``."""
     from kubernetes import client, config
 
     if source == "in-cluster":
-        config.load_incluster_config()
-        return client.CoreV1Api()
-    if source == "kubeconfig":
-        config.load_kube_config()
-        return client.CoreV1Api()
-    configuration = client.Configuration()
-    configuration.host = source
-    return client.CoreV1Api(client.ApiClient(configuration))
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+    elif source == "kubeconfig":
+        configuration = client.Configuration()
+        config.load_kube_config(client_configuration=configuration)
+    else:
+        configuration = client.Configuration()
+        configuration.host = source
+    return client.ApiClient(configuration)
+
+
+def api_client(source: str) -> Any:
+    """A CoreV1Api over ``api_connection(source)``."""
+    from kubernetes import client
+
+    return client.CoreV1Api(api_connection(source))
 
 
 class NamespaceCache:
