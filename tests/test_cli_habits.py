@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from webhook.cli.commands import build_parser, main
+from webhook.cli.progress import Progress
 
 from .conftest import REPO
 from .live_server import live_server
@@ -105,3 +107,168 @@ def test_log_level_warning_leaves_out_decisions_and_gunicorns_info(tmp_path: Pat
         assert server.session().post(f"{server.url}/validate", json=review, timeout=10).status_code == 200
     logged = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
     assert [entry for entry in logged if entry["level"] in ("debug", "info")] == []
+
+
+DENIED_AND_WARNED = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: ok}
+spec:
+  containers: [{name: a, image: a}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: clash}
+spec:
+  containers:
+  - {name: app, image: a, ports: [{containerPort: 8080}]}
+  - {name: metrics, image: m, ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: names}
+spec:
+  containers:
+  - {name: app, image: a, ports: [{name: http, containerPort: 8080}]}
+  - {name: side, image: s, ports: [{name: http, containerPort: 9090}]}
+"""
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    path = tmp_path / "pods.yaml"
+    path.write_text(DENIED_AND_WARNED)
+    return path
+
+
+def test_check_sarif_places_each_violation_at_its_object(mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", "--no-inject", "-o", "sarif", str(mixed))
+    sarif = json.loads(out)
+    assert code == 1 and sarif["version"] == "2.1.0"
+    (the_run,) = sarif["runs"]
+    results = {(r["ruleId"], r["level"], r["locations"][0]["physicalLocation"]["region"]["startLine"])
+               for r in the_run["results"]}
+    assert results == {("port-collision", "error", 7), ("duplicate-port-name", "warning", 15)}
+    assert all(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == str(mixed)
+               for r in the_run["results"])
+    assert {r["id"] for r in the_run["tool"]["driver"]["rules"]} == {"port-collision", "duplicate-port-name"}
+    assert the_run["invocations"][0]["executionSuccessful"] is True
+
+
+def test_check_junit_and_fail_on_warn(mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from xml.etree import ElementTree
+
+    code, out, _ = run(capsys, "check", "--no-inject", "-o", "junit", str(mixed))
+    suite = ElementTree.fromstring(out).find("testsuite")
+    assert code == 1 and suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "0")
+    failed = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
+    assert failed == ["Pod default/clash (document 1)"]
+    code, out, _ = run(capsys, "check", "--no-inject", "-o", "junit", "--fail-on", "warn", str(mixed))
+    suite = ElementTree.fromstring(out).find("testsuite")
+    assert code == 1 and suite is not None and suite.get("failures") == "2"
+    (mixed.parent / "warned.yaml").write_text(DENIED_AND_WARNED.split("---\n")[2])
+    assert run(capsys, "check", "--no-inject", str(mixed.parent / "warned.yaml"))[0] == 0
+    assert run(capsys, "check", "--no-inject", "--fail-on", "warn", str(mixed.parent / "warned.yaml"))[0] == 1
+
+
+def test_check_junit_reports_a_file_that_cannot_be_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from xml.etree import ElementTree
+
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    (tmp_path / "good.yaml").write_text(POD)
+    code, out, _ = run(capsys, "check", "-o", "junit", str(tmp_path))
+    root = ElementTree.fromstring(out)
+    assert code == 2
+    errors = [case.find("error").get("message") for case in root.iter("testcase") if case.find("error") is not None]
+    assert len(errors) == 1 and "bad.yaml" in errors[0]
+
+
+def test_check_quiet_prints_only_what_was_denied_or_warned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    many = "---\n".join(POD.replace("web", f"web-{i}") for i in range(50))
+    (tmp_path / "many.yaml").write_text(many + "---\n" + DENIED_AND_WARNED)
+    code, out, _ = run(capsys, "check", "--no-inject", "-q", str(tmp_path / "many.yaml"))
+    lines = out.splitlines()
+    assert code == 1
+    assert [line.split(": ")[0].rsplit(" ", 1)[-1] for line in lines if not line.startswith("  ")][:-1] == \
+        ["default/clash", "default/names"]
+    assert lines[-1].startswith("53 objects checked: 1 denied, 1 warned")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_only_on_a_terminal_after_a_second_and_erased() -> None:
+    now = [0.0]
+    screen = _Terminal()
+    progress = Progress(screen, 5000, clock=lambda: now[0])
+    progress.update(10)
+    assert screen.getvalue() == ""  # under a second: nothing
+    now[0] = 1.5
+    progress.update(1200)
+    assert screen.getvalue() == "\rchecked 1,200 of 5,000 objects (24%)"
+    now[0] = 1.6
+    progress.update(1300)  # within the redraw interval: not redrawn
+    now[0] = 2.0
+    progress.update(5000)
+    progress.close()
+    assert screen.getvalue().endswith("\rchecked 5,000 of 5,000 objects (100%)\r" + " " * 37 + "\r")
+    piped = io.StringIO()
+    progress = Progress(piped, 5000, clock=lambda: now[0] + 10)
+    progress.update(1)
+    assert piped.getvalue() == ""
+
+
+def test_check_run_draws_progress_on_a_slow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from webhook.admission import Context
+    from webhook.cli import check as check_module
+    from webhook.namespaces import StaticNamespaceLabels
+    from webhook.policy import load_policy_set
+
+    (tmp_path / "many.yaml").write_text("---\n".join(POD.replace("web", f"w{i}") for i in range(30)))
+    ticks = iter(range(1000))
+    monkeypatch.setattr("webhook.cli.progress.time.monotonic", lambda: float(next(ticks)))  # a second per look
+    screen = _Terminal()
+    labels = StaticNamespaceLabels()
+    report = check_module.run([str(tmp_path)], Context(load_policy_set(), labels), labels, "default", True,
+                              progress=screen)
+    assert len(report.results) == 30
+    assert "checked 30 of 30 objects (100%)" in screen.getvalue() and screen.getvalue().endswith("\r")
+
+
+def test_policy_lint_takes_one_file_in_the_context_of_its_directory(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    for source in (REPO / "policies").glob("*.yaml"):
+        (tmp_path / source.name).write_text(source.read_text())
+    code, out, _ = run(capsys, "policy", "lint", str(tmp_path / "default.yaml"))  # names a profile of another file
+    assert code == 0 and out == f"{tmp_path / 'default.yaml'}: 1 policy, 0 mesh profiles: 0 errors, 0 warnings\n"
+    (tmp_path / "team.yml").write_text("apiVersion: podgate.io/v1alpha1\nkind: Policy\nmetadata: {name: team}\n"
+                                       "spec: {match: {namespaces: [team]}, rules: {port-collision: block}}\n")
+    code, out, _ = run(capsys, "policy", "lint", str(tmp_path / "team.yml"))
+    assert code == 1 and f"{tmp_path / 'team.yml'}:4: error: /spec/rules/port-collision" in out
+    code, out, _ = run(capsys, "policy", "lint", str(tmp_path / "mesh-proxy.yaml"))
+    assert code == 0 and "team.yml" not in out
+
+
+@pytest.mark.parametrize("flag,env,coloured", [
+    ([], {}, False),  # not a terminal
+    (["--color", "always"], {"NO_COLOR": "1"}, True),
+    ([], {"FORCE_COLOR": "1"}, True),
+    ([], {"FORCE_COLOR": "0"}, False),
+    (["--color", "never"], {"FORCE_COLOR": "1"}, False),
+])
+def test_colour_in_lint_check_and_test(flag: list[str], env: dict[str, str], coloured: bool, tmp_path: Path,
+                                       mixed: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "p.yaml").write_text("apiVersion: podgate.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\n"
+                                     "spec: {rules: {port-collision: block}}\n")
+    outputs = [run(capsys, "policy", "lint", *flag, str(tmp_path))[1],
+               run(capsys, "check", "--no-inject", *flag, str(mixed))[1],
+               run(capsys, "test", *flag, str(REPO / "tests/data/suites/rules"))[1]]
+    assert [("\033[" in out) for out in outputs] == [coloured] * 3, outputs

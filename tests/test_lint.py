@@ -207,9 +207,10 @@ def test_strict_fails_on_warnings_and_json_output(policies: Path, capsys: pytest
                                    "message": "an empty selector matches every Pod: the whole policy is switched off"}]
 
 
-def test_not_a_directory_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = lint(capsys, str(tmp_path / "nope"))
-    assert code == 2 and "not a directory of policy files" in err
+def test_a_missing_path_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        lint(capsys, str(tmp_path / "nope"))
+    assert exc.value.code == 2 and "nope: no such file or directory" in capsys.readouterr().err
 
 
 def test_empty_directory_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ from ..namespaces import StaticNamespaceLabels
 from ..resources import formatted, pod_requests
 from .manifests import MANIFEST_SUFFIXES, Document, ManifestError, iter_files, read_documents
 from .offline import admit, pod_review
+from .progress import Progress
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
@@ -91,6 +92,11 @@ class CheckResult:
         return out
 
 
+def failed(result: CheckResult, fail_on: str) -> bool:
+    """Whether an object fails the run: denied, or (``--fail-on warn``) warned too."""
+    return not result.allowed or (fail_on == "warn" and result.warned)
+
+
 @dataclass
 class Report:
     """Everything one ``check`` run found: per-object results and per-file errors."""
@@ -104,9 +110,13 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        return self.exit_for("deny")
+
+    def exit_for(self, fail_on: str) -> int:
+        """2 if anything could not be checked, 1 if an object fails (see ``failed``), else 0."""
         if self.errors:
             return EXIT_USAGE
-        return EXIT_OK if all(r.allowed for r in self.results) else EXIT_DENIED
+        return EXIT_DENIED if any(failed(r, fail_on) for r in self.results) else EXIT_OK
 
     def summary(self) -> str:
         n = len(self.results)
@@ -191,12 +201,20 @@ def nothing_found(paths: Sequence[str], files: int) -> str:
 
 
 def run(paths: Sequence[str], ctx: Context, labels: StaticNamespaceLabels, namespace: str,
-        inject: bool) -> Report:
+        inject: bool, progress: TextIO | None = None) -> Report:
+    """Check everything under ``paths``; ``progress``: a stream for a progress line (a terminal)."""
     report = Report()
     docs = load(paths, report, labels)
     if not docs and not report.errors:
         report.errors.append(InputError(nothing_found(paths, report.files)))
-    report.results = [check_document(d, ctx, namespace, inject) for d in docs if d.has_pod]
+    pods = [d for d in docs if d.has_pod]
+    shown = Progress(progress, len(pods)) if progress is not None else None
+    for done, doc in enumerate(pods, 1):
+        report.results.append(check_document(doc, ctx, namespace, inject))
+        if shown is not None:
+            shown.update(done)
+    if shown is not None:
+        shown.close()
     for r in report.results:
         if r.error:  # also on stderr: the report on stdout may go to a file or a pipe
             report.errors.append(InputError.at(r.document, f"{r.document.kind} {r.namespace}/{r.name}: {r.error}"))
@@ -207,17 +225,29 @@ _COLOURS = {"deny": "\033[31m", "warn": "\033[33m", "audit": "\033[36m", "ok": "
             "end": "\033[0m"}
 
 
-def use_colour(stream: TextIO) -> bool:
-    """Colour only for a person at a terminal (and never with NO_COLOR set)."""
+COLOUR_MODES = ("auto", "always", "never")
+
+
+def use_colour(stream: TextIO, mode: str = "auto") -> bool:
+    """``--color``: always, never, or auto: for a person at a terminal, where FORCE_COLOR (set,
+    not 0) forces it on and NO_COLOR (https://no-color.org) or TERM=dumb turn it off."""
+    if mode != "auto":
+        return mode == "always"
+    if os.environ.get("FORCE_COLOR", "") not in ("", "0"):
+        return True
     return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
-def print_text(report: Report, out: TextIO | None = None, colour: bool = False) -> None:
+def print_text(report: Report, out: TextIO | None = None, colour: bool = False, quiet: bool = False) -> None:
+    """One line per object and one per finding, then the summary; ``quiet``: only the objects
+    that were denied, warned or could not be checked (and the summary)."""
     out = out or sys.stdout
     def c(key: str, text: str) -> str:
         return f"{_COLOURS[key]}{text}{_COLOURS['end']}" if colour else text
 
     for r in report.results:
+        if quiet and r.allowed and not r.warned and not r.error:
+            continue
         if r.error:
             verdict = c("error", "ERROR")
         else:

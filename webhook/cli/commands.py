@@ -28,7 +28,7 @@ from ..server.certs import (DEFAULT_NAMES, DEFAULT_NAMESPACE, DEFAULT_SERVICE, C
                             service_names, write_certificates)
 from ..server.logs import LEVELS
 from ..server.settings import Settings
-from . import check, explain, inject_manifests, lint, suite
+from . import check, ci_report, explain, inject_manifests, lint, suite
 from .arguments import (Parser, UsageError, dns_label, existing_dir, existing_file, existing_path, host_port, integer,
                         kube_api, output_dir, san, seconds)
 from .check import EXIT_DENIED, EXIT_OK, EXIT_USAGE
@@ -186,13 +186,18 @@ def _paths(args: argparse.Namespace) -> list[str]:
 def cmd_check(args: argparse.Namespace) -> int:
     labels = _namespace_labels(args)
     ctx = Context(_policies(args), labels)
-    report = check.run(_paths(args), ctx, labels, args.namespace, not args.no_inject)
+    progress = sys.stderr if sys.stderr.isatty() else None
+    report = check.run(_paths(args), ctx, labels, args.namespace, not args.no_inject, progress=progress)
     check.print_errors(report.errors)
     if args.output == "json":
         _print_json(report.to_json())
+    elif args.output == "sarif":
+        _print_json(ci_report.sarif(report))
+    elif args.output == "junit":
+        sys.stdout.write(ci_report.junit(report, args.fail_on))
     else:
-        check.print_text(report, sys.stdout, colour=check.use_colour(sys.stdout))
-    return report.exit_code
+        check.print_text(report, sys.stdout, colour=check.use_colour(sys.stdout, args.color), quiet=args.quiet)
+    return report.exit_for(args.fail_on)
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
@@ -231,7 +236,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.dir is None:
         raise UsageError("test needs DIR, a directory of suites or one suite file")
     text = args.output == "text"
-    colour = check.use_colour(sys.stdout) and text
+    colour = check.use_colour(sys.stdout, args.color) and text
     runs = []
     for run in suite.run_all(args.dir, runner, args.run, args.update_golden):
         # every problem of every suite, as met; the suites that load still run
@@ -346,17 +351,16 @@ def cmd_version(args: argparse.Namespace) -> int:
 # --- policy lint, certs -----------------------------------------------------------------------
 
 def cmd_policy_lint(args: argparse.Namespace) -> int:
-    directory = Path(args.dir)
-    if not directory.is_dir():
-        raise UsageError(f"{directory}: not a directory of policy files")
+    directory = Path(args.dir)  # or one policy file
     report = lint.lint(directory)
     if args.output == "json":
         _print_json({"problems": [p.to_json() for p in report.problems],
                      "summary": {"policies": report.policies, "profiles": report.profiles,
                                  "errors": report.errors, "warnings": report.warnings}})
     else:
+        colour = check.use_colour(sys.stdout, args.color)
         for problem in report.problems:
-            print(problem)
+            print(lint.coloured(problem) if colour else problem)
         print(f"{directory}: {report.policies} polic{'ies' if report.policies != 1 else 'y'}, {report.profiles} "
               f"mesh profile{'s' if report.profiles != 1 else ''}: {report.errors} error"
               f"{'s' if report.errors != 1 else ''}, {report.warnings} warning{'s' if report.warnings != 1 else ''}")
@@ -405,6 +409,11 @@ def build_parser() -> Parser:
                        help="policy directory (default: the bundled policies)")
         p.add_argument("--namespace-labels", metavar="FILE", type=existing_file,
                        help="namespace labels: a YAML map {namespace: {label: value}} or Namespace objects")
+
+    def with_colour(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--color", choices=check.COLOUR_MODES, default="auto",
+                       help="colour the text: auto (a terminal, unless NO_COLOR; FORCE_COLOR forces it), always, "
+                            "never")
 
     def with_manifests(p: argparse.ArgumentParser) -> None:
         p.add_argument("--namespace", default="default", type=dns_label,
@@ -480,8 +489,14 @@ def build_parser() -> Parser:
     p = sub.add_parser("check", help="check Pods and workload templates in manifests",
                        description="Exit 0: all allowed; 1: something denied; 2: bad input or usage.")
     with_policies(p)
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                   help="text for people, json for scripts (default: text)")
+    p.add_argument("-o", "--output", choices=("text", "json", "sarif", "junit"), default="text",
+                   help="text for people, json for scripts, sarif for code scanning, junit for CI test reports "
+                        "(default: text)")
+    p.add_argument("--fail-on", choices=ci_report.FAIL_ON, default="deny",
+                   help="exit 1 when an object is denied (deny, the default) or also when one is warned (warn)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="text: print only the objects denied, warned or not checked, and the summary")
+    with_colour(p)
     p.add_argument("--no-inject", action="store_true", help="validate objects as they are, without injection")
     with_manifests(p)
     p.set_defaults(func=cmd_check)
@@ -497,6 +512,7 @@ def build_parser() -> Parser:
     with_policies(p)
     p.add_argument("-o", "--output", choices=("text", "json", "junit"), default="text",
                    help="text for people, json for scripts, junit for CI test reports")
+    with_colour(p)
     p.add_argument("--run", metavar="TEXT", help="only the cases whose name contains TEXT")
     p.add_argument("--update-golden", action="store_true",
                    help="write the patched object into expect.patched files that differ (then review the diff)")
@@ -553,6 +569,7 @@ def build_parser() -> Parser:
     p.add_argument("-o", "--output", choices=("text", "json"), default="text",
                    help="text for people, json for scripts (default: text)")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
+    with_colour(p)
     p.add_argument("dir", metavar="PATH", type=existing_path, help="a policy directory, or one policy file")
     p.set_defaults(func=cmd_policy_lint)
 

@@ -57,6 +57,16 @@ class Problem:
                 "message": self.message}
 
 
+_SEVERITY_COLOURS = {"error": "\033[31m", "warning": "\033[33m"}
+
+
+def coloured(problem: Problem) -> str:
+    """The problem's line with its severity in colour (red errors, yellow warnings)."""
+    text = str(problem)
+    word = f": {problem.severity}: "
+    return text.replace(word, f": {_SEVERITY_COLOURS[problem.severity]}{problem.severity}\033[0m: ", 1)
+
+
 class _Broken:
     """Stands in for a value that failed the schema: it is no dict, list, str or int, so the
     checks, which look at the types they read, pass it by."""
@@ -159,21 +169,31 @@ class Report:
         return sum(p.severity == "warning" for p in self.problems)
 
 
-def lint(directory: Path) -> Report:
+def lint(path: Path) -> Report:
+    """Lint a policy directory, or one file of it: a file is read with the other files of its
+    directory (the MeshProfiles its Policies name live there) and only its own problems count."""
+    one_file = path if path.is_file() else None
+    directory = path.parent if one_file is not None else path
     problems: list[Problem] = []
     docs: list[Doc] = []
     refused: set[str] = set()  # MeshProfiles with errors of their own: policies naming them are not wrong too
     files = list(iter_policy_files(directory))
+    if one_file is not None and one_file not in files:
+        files.append(one_file)  # e.g. a .yml or an odd name: linted all the same when named
     if not files:
         problems.append(Problem("error", str(directory), None, "", "no policy files (*.yaml) found"))
-    for path in files:
-        docs.extend(_read(path, problems, refused))
+    for file in files:
+        docs.extend(_read(file, problems, refused))
     problems += _semantics(docs, refused)
     if not any(p.severity == "error" for p in problems):
         try:  # whatever the loader refuses that the checks above did not foresee
             load_policy_set(directory)
         except PolicyError as exc:
             problems += [Problem("error", str(directory), None, "", line) for line in str(exc).splitlines()]
+    if one_file is not None:
+        mine = str(one_file)
+        problems = [p for p in problems if Path(p.file) == one_file or (p.file == str(directory) and mine in p.message)]
+        docs = [d for d in docs if Path(d.file) == one_file]
     problems.sort(key=lambda p: (p.file, p.line or 0, p.severity))
     return Report(problems, sum(d.kind == "Policy" for d in docs), sum(d.kind == "MeshProfile" for d in docs))
 
