@@ -15,7 +15,9 @@ from . import Subject, Violation, rule
       summary="In a meshed Pod, a container other than the proxy declares (or probes) a port the proxy reserves.",
       why="The proxy binds its reserved ports and redirects traffic through them: the app cannot bind the port, "
           "or the proxy fails to start and the whole Pod loses its network.",
-      fix="Move the app to a port outside the proxy's reserved set.",
+      fix="Move the app to a port outside the proxy's reserved set. A probe podgate rewrote to the proxy's agent "
+          "(injection.probes: the agent's port is reserved) is judged by the original it stands for: the rewrite "
+          "itself never fires this rule, a probe the developer aimed at a proxy port still does.",
       example="container app declares 15001/TCP, reserved by the proxy for outbound capture")
 def proxy_port_conflict(s: Subject) -> Iterator[Violation]:
     if not s.meshed:

@@ -11,7 +11,9 @@ from . import Subject, Violation, rule
       summary="A liveness, readiness or startup probe names a port that its own container does not declare.",
       why="The kubelet resolves a named probe port only among the probed container's own ports; "
           "the probe fails forever, so the Pod never gets ready or is restarted in a loop.",
-      fix="Declare the named port on the probed container, or probe a port number.",
+      fix="Declare the named port on the probed container, or probe a port number. (Where the mesh profile "
+          "sends probes through the proxy, such a probe is not rewritten: the proxy's agent could not resolve the "
+          "name either.)",
       example='readinessProbe.httpGet.port: "http" on a container without a port named http')
 def probe_port_missing(s: Subject) -> Iterator[Violation]:
     for c in s.pod.containers:
@@ -33,7 +35,9 @@ def probe_port_missing(s: Subject) -> Iterator[Violation]:
       summary="A probe targets a port number that only another container of the Pod declares.",
       why="The probe passes or fails with the other container: a crashed app can stay 'ready' (or be restarted "
           "for the other container's fault).",
-      fix="Probe a port of the probed container itself, or move the probe to the container that listens.",
+      fix="Probe a port of the probed container itself, or move the probe to the container that listens. A probe "
+          "podgate rewrote to the proxy's agent (listed in podgate.io/status) is judged by the original it stands "
+          "for, so the rewrite itself never fires this rule.",
       example="livenessProbe of app targets 9090, which only metrics declares")
 def probe_port_foreign(s: Subject) -> Iterator[Violation]:
     by_listener = s.containers_by_listener
