@@ -120,15 +120,18 @@ def test_recorded_delete_has_no_object(ctx: Context) -> None:
     assert answer(body, ctx)["response"]["allowed"] is True
 
 
-@pytest.mark.parametrize("sub", ["status", "ephemeralcontainers", "binding", "eviction"])
+@pytest.mark.parametrize("sub", ["status", "binding", "eviction"])
 def test_subresources_are_allowed(ctx: Context, sub: str) -> None:
     body = review_for(pod(ctr("a", port(80)), ctr("b", port(80))), sub_resource=sub)
     assert answer(body, ctx)["response"]["allowed"] is True
 
 
-def test_non_pod_kinds_are_allowed(ctx: Context) -> None:
+@pytest.mark.parametrize(("group", "kind"), [("", "ConfigMap"), ("example.com", "Widget"),
+                                             ("apps.openshift.io", "DeploymentConfig"),
+                                             ("extensions", "Deployment")])  # a Deployment of another group
+def test_kinds_podgate_does_not_know_are_allowed(ctx: Context, group: str, kind: str) -> None:
     body = review_for(pod(ctr("a", port(80)), ctr("b", port(80))))
-    body["request"]["kind"] = {"group": "apps", "version": "v1", "kind": "Deployment"}
+    body["request"]["kind"] = {"group": group, "version": "v1", "kind": kind}
     assert answer(body, ctx)["response"]["allowed"] is True
 
 

@@ -177,14 +177,17 @@ def test_object_podgate_cannot_check_is_an_input_error(tmp_path: Path, capsys: p
     code, out, err = run(capsys, str(tmp_path / "d.yaml"))
     assert code == 2
     assert "Deployment default/api: ERROR" in out
-    assert "error podgate cannot check this Pod: Pod template /spec/containers/0/ports/0/containerPort" in out
-    assert "error Job 'j' has no Pod template" in out
+    # the field is named from the top of the workload, as the server names it in a denial
+    assert 'error podgate cannot check deployment "default/api": /spec/template/spec/containers/0/ports/0/' \
+           'containerPort: expected a port number' in out
+    assert 'error podgate cannot check job "default/j": /spec/template: is missing' in out
     # stderr names each of them too: the report on stdout may go to a file
     job_line = (tmp_path / "d.yaml").read_text().splitlines().index("apiVersion: batch/v1") + 1
     assert err.splitlines() == [
-        f"podgate: {tmp_path / 'd.yaml'}:1: document 0: Deployment default/api: podgate cannot check this Pod: "
-        "Pod template /spec/containers/0/ports/0/containerPort: expected a port number, got a string",
-        f"podgate: {tmp_path / 'd.yaml'}:{job_line}: document 1: Job default/j: Job 'j' has no Pod template"]
+        f"podgate: {tmp_path / 'd.yaml'}:1: document 0: Deployment default/api: podgate cannot check deployment "
+        '"default/api": /spec/template/spec/containers/0/ports/0/containerPort: expected a port number, got a string',
+        f"podgate: {tmp_path / 'd.yaml'}:{job_line}: document 1: Job default/j: podgate cannot check job "
+        '"default/j": /spec/template: is missing: the workload has no Pod template']
 
 
 UNREADABLE_PODS = [

@@ -14,12 +14,17 @@ from typing import Any, Literal
 
 import orjson
 
+import jsonpatch
+
 from . import inject
+from .bypass import Requester, requester
 from .errors import InjectionError, NamespaceUnavailable, PodShapeError, ReviewError
-from .pods import Pod, parse_pod
-from .policy import NamespaceLabels, PolicySet, no_namespace_labels
+from .pods import Pod, ephemeral_names, new_ephemeral_containers, parse_pod
+from .policy import NamespaceLabels, Policy, PolicySet, no_namespace_labels
 from .review import AdmissionRequest, allowed, denied, errored, parse_review
 from .rules import Finding, evaluate
+from .selectors import Labels
+from .workloads import WorkloadKind, owner_that_checks, template_pod, workload_kind
 
 log = logging.getLogger("podgate")
 
@@ -45,7 +50,10 @@ class Decision:
     code: int = 403
     patch: list[dict[str, Any]] | None = None
     policy: str | None = None
-    pod: str | None = None  # namespace/name for logs
+    pod: str | None = None  # namespace/name for logs (of the workload, for a workload)
+    prefix: str = ""  # a workload's messages name it and its template: 'deployment "shop/web" spec.template: '
+    injects: bool = False  # a workload: /mutate would inject the Pods it makes
+    made_pod: Any = None  # a workload: the Pod it makes, as /mutate would inject it (for check)
 
     @property
     def injected(self) -> bool:
@@ -53,40 +61,42 @@ class Decision:
 
     @property
     def warnings(self) -> list[str]:
-        return [f.violation.message for f in self.findings if f.action == "warn"]
+        return [self.prefix + f.violation.message for f in self.findings if f.action == "warn"]
 
     def rules_fired(self) -> list[str]:
         return [f.violation.rule for f in self.findings]
 
 
-def _skip_reason(request: AdmissionRequest) -> str | None:
+def _skip_reason(request: AdmissionRequest, webhook: Webhook) -> str | None:
     """Requests podgate answers with a plain allow, without looking at the object."""
     if not request.is_pod:
         return f"not a Pod ({request.kind})"
-    if request.sub_resource:
+    if request.sub_resource and not (request.sub_resource == "ephemeralcontainers" and webhook == "validate"):
         return f"subresource {request.sub_resource}"
     if request.operation not in ("CREATE", "UPDATE"):
         return f"operation {request.operation}"
     return None
 
 
-def _shape_error(exc: PodShapeError, which: str = "object") -> Decision:
+def _shape_error(exc: PodShapeError, which: str = "object", what: str = "this Pod") -> Decision:
     return Decision(False, "malformed object", code=400,
-                    message=f"podgate cannot check this Pod: request.{which}{exc.path}: {exc.message}")
+                    message=f"podgate cannot check {what}: request.{which}{exc.path}: {exc.message}")
 
 
-def decide(request: AdmissionRequest, webhook: Webhook, ctx: Context) -> Decision:
-    """Evaluate one request for the validating or the mutating webhook."""
-    skip = _skip_reason(request)
-    if skip is not None:
-        return Decision(True, skip)
-    if request.operation == "UPDATE" and webhook == "mutate":
-        return Decision(True, "injection happens on CREATE only")
-    try:
-        pod = parse_pod(request.object, request.namespace, detailed=webhook == "validate")
-    except PodShapeError as exc:
-        return _shape_error(exc)
-    where = f"{pod.namespace}/{pod.display_name}"
+def _real_requester(request: AdmissionRequest) -> Requester | None:
+    """Who sent the request, unless it is a controller acting for whoever made the owning object
+    (webhook.bypass): then the policy's meshBypass section does not judge it."""
+    who = requester(request.user)
+    return None if who.is_controller else who
+
+
+def _denial_message(where: str, denials: list[str]) -> str:
+    return f'pod "{where}" breaks {len(denials)} podgate rule{"s" if len(denials) > 1 else ""}:\n' + "\n".join(denials)
+
+
+def _governing(pod: Pod, ctx: Context, where: str | None) -> tuple[Policy, Labels | None] | Decision:
+    """The policy that governs the Pod and its namespace's labels; or the answer when there is
+    none to give (the labels are unknown: retry; the policy exempts the Pod: allow)."""
     try:
         labels = ctx.namespace_labels(pod.namespace)
     except NamespaceUnavailable as exc:
@@ -95,31 +105,59 @@ def decide(request: AdmissionRequest, webhook: Webhook, ctx: Context) -> Decisio
     exemption = policy.exemption(pod)
     if exemption is not None:
         return Decision(True, f"exempt: {exemption}", policy=policy.name, pod=where)
-    if webhook == "mutate":
-        return _mutate(pod, policy, labels, where)
-    findings = evaluate(policy.subject(pod, labels), policy.actions)
-    if request.operation == "UPDATE" and findings:
-        findings = _new_findings(findings, request, policy, labels)
+    return policy, labels
+
+
+def _verdict(findings: list[Finding], policy: Policy, where: str) -> Decision:
     denials = [f.violation.message for f in findings if f.action == "deny"]
     if denials:
-        message = f'pod "{where}" breaks {len(denials)} podgate rule{"s" if len(denials) > 1 else ""}:\n' \
-                  + "\n".join(denials)
-        return Decision(False, "denied", findings, message, policy=policy.name, pod=where)
+        return Decision(False, "denied", findings, _denial_message(where, denials), policy=policy.name, pod=where)
     return Decision(True, "evaluated", findings, policy=policy.name, pod=where)
 
 
-def _new_findings(findings: list[Finding], request: AdmissionRequest, policy: Any, labels: Any) -> list[Finding]:
+def decide(request: AdmissionRequest, webhook: Webhook, ctx: Context) -> Decision:
+    """Evaluate one request for the validating or the mutating webhook."""
+    workload = workload_kind(request.group, request.kind)
+    if workload is not None:
+        return _decide_workload(request, workload, webhook, ctx)
+    skip = _skip_reason(request, webhook)
+    if skip is not None:
+        return Decision(True, skip)
+    if request.sub_resource == "ephemeralcontainers":
+        return _decide_ephemeral(request, ctx)
+    if request.operation == "UPDATE" and webhook == "mutate":
+        return Decision(True, "injection happens on CREATE only")
+    try:
+        pod = parse_pod(request.object, request.namespace, detailed=webhook == "validate")
+    except PodShapeError as exc:
+        return _shape_error(exc)
+    where = f"{pod.namespace}/{pod.display_name}"
+    governing = _governing(pod, ctx, where)
+    if isinstance(governing, Decision):
+        return governing
+    policy, labels = governing
+    if webhook == "mutate":
+        return _mutate(pod, policy, labels, where)
+    who = _real_requester(request)
+    findings = evaluate(policy.subject(pod, labels, who), policy.actions)
+    if request.operation == "UPDATE" and findings:
+        findings = _new_findings(findings, request, policy, labels, who)
+    return _verdict(findings, policy, where)
+
+
+def _new_findings(findings: list[Finding], request: AdmissionRequest, policy: Policy, labels: Labels | None,
+                  who: Requester | None) -> list[Finding]:
     """On UPDATE, keep only what the old object did not already have: Pods admitted before podgate
     (or before a policy change) can still be labelled and annotated."""
     try:
         old: Pod = parse_pod(request.old_object, request.namespace)
     except PodShapeError:
         return findings
-    before = {f.violation for f in evaluate(policy.subject(old, labels), policy.actions)}
+    before = {f.violation for f in evaluate(policy.subject(old, labels, who), policy.actions)}
     return [f for f in findings if f.violation not in before]
 
 
-def _mutate(pod: Pod, policy: Any, labels: Any, where: str) -> Decision:
+def _mutate(pod: Pod, policy: Policy, labels: Labels | None, where: str) -> Decision:
     try:
         plan = inject.plan(pod, policy, labels)
     except InjectionError as exc:
@@ -131,6 +169,116 @@ def _mutate(pod: Pod, policy: Any, labels: Any, where: str) -> Decision:
         return Decision(True, f"not injected: {plan.skip}", policy=policy.name, pod=where)
     reason = "probes rewritten in containers added since injection" if plan.reinvoked else "injected"
     return Decision(True, reason, patch=plan.patch, policy=policy.name, pod=where)
+
+
+# --- ephemeral containers (kubectl debug) ------------------------------------------------------
+
+def _decide_ephemeral(request: AdmissionRequest, ctx: Context) -> Decision:
+    """An ``ephemeralcontainers`` UPDATE: the containers it adds, against the rules that apply to
+    ephemeral containers. What the Pod had before is not judged again."""
+    if request.old_object is None:
+        return Decision(False, "malformed object", code=400,
+                        message="podgate cannot check this ephemeral container update: request.oldObject is missing "
+                                "(the Pod before the update: which ephemeral containers are new)")
+    try:
+        before = ephemeral_names(request.old_object)
+    except PodShapeError as exc:
+        return _shape_error(exc, "oldObject")
+    try:
+        pod = parse_pod(request.object, request.namespace)
+        added = new_ephemeral_containers(pod, before)
+    except PodShapeError as exc:
+        return _shape_error(exc)
+    where = f"{pod.namespace}/{pod.display_name}"
+    if not added:
+        return Decision(True, "no ephemeral container added", pod=where)
+    governing = _governing(pod, ctx, where)
+    if isinstance(governing, Decision):
+        return governing
+    policy, labels = governing
+    findings = evaluate(policy.subject(pod, labels, _real_requester(request), ephemeral=added), policy.actions)
+    return _verdict(findings, policy, where)
+
+
+# --- workloads: their Pod template, as /mutate would inject it, then as /validate judges it ---
+
+@dataclass
+class _Judged:
+    """A template's findings under its governing policy, and whether /mutate injects its Pods."""
+
+    findings: list[Finding]
+    policy: Policy
+    injected: bool
+    pod: Any  # the Pod the workload makes, after /mutate's patch
+
+
+def _judge_template(obj: Any, kind: WorkloadKind, namespace: str, ctx: Context, who: Requester | None,
+                    which: str, what: str) -> Decision | _Judged:
+    """The Pod the workload's controller would create, through /mutate (the patch applied as the
+    API server applies it) and then the validate rules: exactly the path of the Pod itself. A
+    Decision is the final answer (malformed, exempt, an injection /mutate refuses)."""
+    template_at = "/" + "/".join(kind.template_path)
+    try:
+        raw = template_pod(obj, kind, namespace)  # its errors name the field from the workload's top
+    except PodShapeError as exc:
+        return _shape_error(exc, which, what)
+    try:
+        pod = parse_pod(raw, namespace, detailed=False)
+    except PodShapeError as exc:  # a field of the Pod: under the template
+        return _shape_error(PodShapeError(template_at + exc.path, exc.message), which, what)
+    governing = _governing(pod, ctx, None)
+    if isinstance(governing, Decision):
+        return governing
+    policy, labels = governing
+    try:
+        plan = inject.plan(pod, policy, labels)
+        if plan.patch:
+            raw = jsonpatch.apply_patch(raw, plan.patch)  # a copy: the request's object stays as sent
+        pod = parse_pod(raw, namespace)
+    except InjectionError as exc:
+        return Decision(False, "invalid injection override", code=400, policy=policy.name,
+                        message=f"{what} {kind.template_field}: podgate's mutating webhook would refuse its Pods: {exc}")
+    except PodShapeError as exc:
+        return _shape_error(PodShapeError(template_at + exc.path, exc.message), which, what)
+    return _Judged(evaluate(policy.subject(pod, labels, who), policy.actions), policy, bool(plan.patch), raw)
+
+
+def _decide_workload(request: AdmissionRequest, kind: WorkloadKind, webhook: Webhook, ctx: Context) -> Decision:
+    """A Deployment, StatefulSet, ... : denied for what its Pods would be denied for, at apply time."""
+    if webhook == "mutate":
+        return Decision(True, f"not a Pod ({kind.kind}): podgate injects the Pods it makes")
+    if request.sub_resource:
+        return Decision(True, f"subresource {request.sub_resource}")  # scale, status: no template change
+    if request.operation not in ("CREATE", "UPDATE"):
+        return Decision(True, f"operation {request.operation}")
+    obj = request.object
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    namespace = request.namespace or (meta.get("namespace") if isinstance(meta, dict) else None) or "default"
+    if not isinstance(namespace, str):
+        namespace = "default"
+    where = f"{namespace}/{name if isinstance(name, str) and name else request.name or '<unnamed>'}"
+    what = f'{kind.kind.lower()} "{where}"'
+    who = requester(request.user)
+    if who.is_controller and (owner := owner_that_checks(obj, kind)) is not None:
+        return Decision(True, f"owned by {owner}, whose template was checked", pod=where)
+    judged = _judge_template(obj, kind, namespace, ctx, None if who.is_controller else who, "object", what)
+    if isinstance(judged, Decision):
+        judged.pod = where
+        return judged
+    findings = judged.findings
+    if request.operation == "UPDATE" and findings and request.old_object is not None:
+        old = _judge_template(request.old_object, kind, namespace, ctx, None if who.is_controller else who,
+                              "oldObject", what)
+        if isinstance(old, _Judged):
+            before = {f.violation for f in old.findings}
+            findings = [f for f in findings if f.violation not in before]
+    prefix = f"{what} {kind.template_field}: "
+    denials = [prefix + f.violation.message for f in findings if f.action == "deny"]
+    decision = Decision(not denials, "denied" if denials else "evaluated", findings, "\n".join(denials) or None,
+                        policy=judged.policy.name, pod=where, prefix=prefix, injects=judged.injected,
+                        made_pod=judged.pod)
+    return decision
 
 
 def respond(request: AdmissionRequest, decision: Decision) -> dict[str, Any]:

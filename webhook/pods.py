@@ -29,6 +29,7 @@ class Role(enum.Enum):
     INIT = "init"  # classic init container: runs alone, before the next one starts
     SIDECAR = "sidecar"  # native sidecar: an init container with restartPolicy Always
     APP = "app"  # spec.containers
+    EPHEMERAL = "ephemeral"  # spec.ephemeralContainers: added to a running Pod (kubectl debug), no ports
 
 
 # Listener, Probe and Container are NamedTuples, not frozen dataclasses: just as immutable, but
@@ -62,6 +63,7 @@ class Container(NamedTuple):
     listeners: tuple[Listener, ...]
     probes: tuple[Probe, ...]
     run_as_user: int | None  # effective: the container's securityContext, else the Pod's
+    capabilities: frozenset[str] = frozenset()  # securityContext.capabilities.add (read for ephemeral containers)
 
     def runs_with(self, other: Container) -> bool:
         """Whether the two containers can be running at the same time (Kubernetes 1.28+)."""
@@ -323,6 +325,9 @@ def pod_name(metadata: Mapping[str, Any]) -> str:
 def parse_pod(raw: Any, namespace: str | None = None, detailed: bool = True) -> Pod:
     """Build the view of a Pod object; raise PodShapeError naming the first malformed field.
 
+    Ephemeral containers are not among ``containers``: they cannot be given at creation, and
+    ``new_ephemeral_containers`` reads the ones an ``ephemeralcontainers`` update adds.
+
     ``namespace`` comes from the AdmissionRequest: Pods made by controllers may not carry
     ``metadata.namespace`` yet. ``detailed=False`` leaves out what only the rules read (each
     container's listeners, probes and UID, most of the work for a large Pod): injection reads
@@ -360,3 +365,49 @@ def parse_pod(raw: Any, namespace: str | None = None, detailed: bool = True) -> 
         automount_token=automount,
         detailed=detailed,
     )
+
+
+def _capabilities(raw: Mapping[str, Any], path: str) -> frozenset[str]:
+    security = _mapping(raw, "securityContext", path)
+    caps = _mapping(security, "capabilities", f"{path}/securityContext")
+    added = caps.get("add") or []
+    _expect(added, list, f"{path}/securityContext/capabilities/add", "a list")
+    for i, cap in enumerate(added):
+        _expect(cap, str, f"{path}/securityContext/capabilities/add/{i}", "a capability name")
+    return frozenset(added)
+
+
+def ephemeral_names(raw: Any) -> frozenset[str]:
+    """The names of a Pod object's ephemeral containers; PodShapeError for a Pod without a spec."""
+    _expect(raw, dict, "", "a Pod object")
+    spec = raw.get("spec")
+    _expect(spec, dict, "/spec", "an object")
+    names = set()
+    for i, c in enumerate(_container_list(spec, "ephemeralContainers", "/spec")):
+        _expect(c, dict, f"/spec/ephemeralContainers/{i}", "a container object")
+        if isinstance(c.get("name"), str):
+            names.add(c["name"])
+    return frozenset(names)
+
+
+def new_ephemeral_containers(pod: Pod, before: frozenset[str]) -> tuple[Container, ...]:
+    """The ephemeral containers of ``pod`` not named in ``before`` (the old Pod's), in order: what
+    an ``ephemeralcontainers`` update adds (they cannot be changed or removed once added).
+
+    Each has its effective UID (its own ``runAsUser``, else the Pod's) and the capabilities it adds;
+    no listeners or probes (the API server refuses ports and probes on ephemeral containers)."""
+    spec = pod.raw["spec"]
+    pod_uid = _mapping(spec, "securityContext", "/spec").get("runAsUser")
+    out = []
+    for i, raw in enumerate(_container_list(spec, "ephemeralContainers", "/spec")):
+        path = f"/spec/ephemeralContainers/{i}"
+        _expect(raw, dict, path, "a container object")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise PodShapeError(f"{path}/name", "a container needs a name")
+        if name in before:
+            continue
+        uid = _run_as_user(raw, path)
+        out.append(Container(name, Role.EPHEMERAL, i, (), (), pod_uid if uid is None else uid,
+                             _capabilities(raw, path)))
+    return tuple(out)

@@ -21,9 +21,10 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
+from .bypass import BypassPolicy, Requester, compile_bypass
 from .errors import PolicyError
 from .inject import Injector, compile_injector, template_problems
-from .pods import Pod
+from .pods import Container, Pod
 from .rules import RULES, Action, ProxySpec, Subject
 from .selectors import Labels, Selector, compile_selector
 from .yamlpos import json_pointer
@@ -121,8 +122,10 @@ class MeshSelection:
 
     def requires(self, pod: Pod, namespace_labels: Labels | None) -> bool:
         """The policy says this Pod must carry the proxy (opt-in, namespace, or Pod labels)."""
-        if self.opted_out(pod):
-            return False
+        return not self.opted_out(pod) and self.selects(pod, namespace_labels)
+
+    def selects(self, pod: Pod, namespace_labels: Labels | None) -> bool:
+        """The policy puts this Pod in the mesh unless it opts out."""
         if pod.annotations.get(self.annotation) == "true" or pod.namespace in self.namespaces:
             return True
         if self.namespace_selector is not None and namespace_labels is not None \
@@ -143,6 +146,7 @@ class Policy:
     exempt_namespaces: frozenset[str] = frozenset()
     exempt_selector: Selector | None = None
     mesh: MeshSelection | None = None
+    bypass: BypassPolicy | None = None  # the meshBypass section; None: anyone may bypass the mesh
 
     @property
     def is_default(self) -> bool:
@@ -162,12 +166,16 @@ class Policy:
             return f'pod labels match the exemptions of policy "{self.name}"'
         return None
 
-    def subject(self, pod: Pod, namespace_labels: Labels | None) -> Subject:
-        """The input of the rules: the Pod plus what this policy says about its mesh."""
+    def subject(self, pod: Pod, namespace_labels: Labels | None, requester: Requester | None = None,
+                ephemeral: tuple[Container, ...] | None = None) -> Subject:
+        """The input of the rules: the Pod plus what this policy says about its mesh, who asked
+        (where that is a real identity) and, for an ephemeralcontainers update, what it adds."""
         assert pod.detailed, "the rules read listeners, probes and UIDs: parse_pod(detailed=True)"
         if self.mesh is None:
-            return Subject(pod)
-        return Subject(pod, self.mesh.profile.proxy, self.mesh.requires(pod, namespace_labels))
+            return Subject(pod, ephemeral=ephemeral)
+        selected = self.mesh.selects(pod, namespace_labels)
+        return Subject(pod, self.mesh.profile.proxy, selected and not self.mesh.opted_out(pod), selected,
+                       requester, self.bypass, ephemeral)
 
 
 BUILTIN_POLICY = Policy(name="builtin", source="<builtin>", actions={})
@@ -293,13 +301,20 @@ def _compile_policy(spec: Mapping[str, Any], name: str, where: str, profiles: Ma
                 pod_selector=_selector(mesh_spec.get("podSelector")),
                 annotation=mesh_spec.get("annotation", DEFAULT_ANNOTATION),
                 allow_opt_out=mesh_spec.get("allowOptOut", True))
+    bypass = None
+    if (bypass_spec := spec.get("meshBypass")) is not None:
+        if mesh is None and mesh_spec is None:
+            errors.append(f"{where}: /spec/meshBypass: the policy has no mesh, so there is nothing to bypass; "
+                          f"add spec.mesh or remove the section")
+        opt_out = mesh.annotation if mesh is not None and mesh.allow_opt_out else None
+        bypass = compile_bypass(bypass_spec, opt_out)
     return Policy(
         name=name, source=where, actions=actions,
         match_namespaces=frozenset(match.get("namespaces") or ()) if match else None,
         match_selector=_selector(match.get("namespaceSelector")) if match else None,
         exempt_namespaces=frozenset(exemptions.get("namespaces") or ()),
         exempt_selector=_selector(exemptions.get("podSelector")),
-        mesh=mesh)
+        mesh=mesh, bypass=bypass)
 
 
 def _selector(spec: Mapping[str, Any] | None) -> Selector | None:

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..admission import Context, Decision
+from ..admission import Context, Decision, review
 from ..namespaces import StaticNamespaceLabels
 from ..resources import formatted, pod_requests
 from .manifests import MANIFEST_SUFFIXES, Document, ManifestError, iter_files, read_documents
-from .offline import admit, pod_review
+from .offline import admit, pod_review, workload_review
 from .progress import Progress
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
@@ -135,10 +135,24 @@ class Report:
 
 
 def check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool) -> CheckResult:
-    """Mutate (unless told not to), then validate, as the API server would for this object."""
+    """Mutate (unless told not to), then validate, as the API server would for this object. A
+    workload is sent to the validating webhook as it is applied: the server judges its template
+    as /mutate would inject it (``admission``); with ``--no-inject``, its template Pod as it is."""
     namespace = doc.namespace(default_namespace)
-    pod = doc.pod(namespace)
     name = doc.display_name  # as the server's messages name it: web-<generated> for generateName: web-
+    if doc.workload is not None and inject:
+        outcome = review(workload_review(doc.obj, namespace, doc.workload, uid="podgate-check"), "validate", ctx)
+        decision = outcome.decision
+        answer = outcome.response["response"] if outcome.response else {}
+        error = outcome.error.message if outcome.error else None
+        if decision is not None and decision.reason == "malformed object" and decision.message:
+            error = decision.message.replace(": request.object", ": ", 1)
+        out = CheckResult(doc, namespace, name, bool(answer.get("allowed")), bool(decision and decision.injects),
+                          decision, error)
+        if decision is not None and decision.injects:
+            _add_requests(out, doc.pod(namespace), decision.made_pod)
+        return out
+    pod = doc.pod(namespace)
     if pod is None:
         return CheckResult(doc, namespace, name, False, False, None, error=f"{doc.kind} {name!r} has no Pod template")
     result = admit(pod_review(pod, namespace, uid="podgate-check"), "admit" if inject else "validate", ctx)
@@ -149,10 +163,15 @@ def check_document(doc: Document, ctx: Context, default_namespace: str, inject: 
         error = decision.message.replace("request.object", f"{where} ", 1)
     out = CheckResult(doc, namespace, name, result.allowed, result.injected, decision, error)
     if result.injected:
-        with_proxy, without = pod_requests(result.object), pod_requests(pod)
-        out.requests = formatted(with_proxy)
-        out.proxy_requests = formatted({k: max(v - without.get(k, 0), 0) for k, v in with_proxy.items()})
+        _add_requests(out, pod, result.object)
     return out
+
+
+def _add_requests(out: CheckResult, pod: Any, injected: Any) -> None:
+    """The injected Pod's effective requests, and what the proxy adds to them."""
+    with_proxy, without = pod_requests(injected), pod_requests(pod)
+    out.requests = formatted(with_proxy)
+    out.proxy_requests = formatted({k: max(v - without.get(k, 0), 0) for k, v in with_proxy.items()})
 
 
 def read_files(paths: Sequence[str], errors: list[InputError]) -> Iterator[list[Document]]:

@@ -17,7 +17,8 @@ from ..admission import Context
 from ..namespaces import StaticNamespaceLabels
 from ..policy import PolicySet
 from .check import InputError, nothing_found, read_files
-from .manifests import TEMPLATE_PATHS, Document
+from ..workloads import WORKLOAD_KINDS
+from .manifests import Document
 from .offline import admit, pod_review
 
 
@@ -51,7 +52,7 @@ def _inject(doc: Document, ctx: Context, default_namespace: str, run: InjectRun)
     if not doc.has_pod:
         if _looks_like_workload(doc.obj):  # e.g. an OpenShift DeploymentConfig
             run.notes.append(f"{doc.source} [{doc.where}] {doc.kind} {doc.display_name}: not injected: podgate "
-                             f"reads Pods and the Pod templates of {', '.join(TEMPLATE_PATHS)}, not {doc.kind}")
+                             f"reads Pods and the Pod templates of {', '.join(WORKLOAD_KINDS)}, not {doc.kind}")
         return doc.obj
     namespace = doc.namespace(default_namespace)
     who = f"{doc.kind} {namespace}/{doc.display_name}"

@@ -18,20 +18,11 @@ from typing import Any
 
 import yaml
 
-from ..errors import PodgateError
+from ..errors import PodgateError, PodShapeError
 from ..pods import pod_name
+from ..workloads import WORKLOAD_KINDS, WorkloadKind, template_pod, with_template_pod
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-# kind -> path of the Pod template inside the object
-TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
-    "Deployment": ("spec", "template"),
-    "StatefulSet": ("spec", "template"),
-    "DaemonSet": ("spec", "template"),
-    "ReplicaSet": ("spec", "template"),
-    "ReplicationController": ("spec", "template"),
-    "Job": ("spec", "template"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template"),
-}
 
 
 class ManifestError(PodgateError):
@@ -103,30 +94,28 @@ class Document:
 
     @property
     def has_pod(self) -> bool:
-        return self.kind == "Pod" or self.kind in TEMPLATE_PATHS
+        return self.kind == "Pod" or self.kind in WORKLOAD_KINDS
+
+    @property
+    def workload(self) -> WorkloadKind | None:
+        """The workload kind of the object (None: a Pod, or no object with a Pod template)."""
+        return WORKLOAD_KINDS.get(self.kind)
 
     def pod(self, namespace: str) -> Any:
-        """The Pod (for a workload: a Pod made from its template) as the API server would see it."""
-        if self.kind == "Pod":
+        """The Pod (for a workload: a Pod made from its template, webhook.workloads) as the API
+        server would see it; None for a workload whose template is missing or not an object."""
+        if self.workload is None:
             return self.obj
-        template = _template(self.obj, self.kind)
-        if not isinstance(template, dict):
+        try:
+            return template_pod(self.obj, self.workload, namespace)
+        except PodShapeError:
             return None
-        metadata = dict(template.get("metadata") or {})
-        metadata.setdefault("namespace", namespace)
-        if "name" not in metadata and self.name:
-            metadata.setdefault("generateName", f"{self.name}-")  # what the controller will do
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.get("spec")}
 
     def with_pod(self, pod: Any) -> Any:
         """The object with its Pod (template) replaced by ``pod``; other fields untouched."""
-        if self.kind == "Pod":
+        if self.workload is None:
             return pod
-        template = _template(self.obj, self.kind)
-        own = template.get("metadata") or {}
-        # namespace and generateName were added by pod(); they are not part of the template
-        metadata = {k: v for k, v in pod["metadata"].items() if k in own or k not in ("namespace", "generateName")}
-        return _replace_at(self.obj, TEMPLATE_PATHS[self.kind], {**template, "metadata": metadata, "spec": pod["spec"]})
+        return with_template_pod(self.obj, self.workload, pod)
 
 
 def _describe(value: Any) -> str:
@@ -142,20 +131,6 @@ def _describe(value: Any) -> str:
 def _is_list(obj: dict[str, Any]) -> bool:
     kind = obj.get("kind")
     return isinstance(kind, str) and kind.endswith("List")
-
-
-def _template(obj: Any, kind: str) -> Any:
-    for key in TEMPLATE_PATHS[kind]:
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj
-
-
-def _replace_at(obj: dict[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:
-    """A copy of ``obj`` with ``obj[path...]`` replaced, copying only the dicts along the path."""
-    if not path:
-        return value
-    head, *rest = path
-    return {**obj, head: _replace_at(obj[head], rest, value)}
 
 
 def iter_files(paths: Sequence[str]) -> Iterator[str]:

@@ -1,7 +1,8 @@
 """What the API server does with podgate's answers, offline: for ``check`` and ``test``.
 
 The API server calls the mutating webhook, applies the JSON Patch it returns, then calls the
-validating webhook with the patched object, and collects the warnings of both. ``admit`` does
+validating webhook with the patched object, and collects the warnings of both. (A workload goes
+to the validating webhook only: it judges the template as /mutate would inject it, in the core.) ``admit`` does
 the same with ``admission.review`` (the function the server uses) and jsonpatch (the patch is
 applied as sent, base64 and all, so a wrong patch shows here as it would in a cluster).
 """
@@ -18,6 +19,7 @@ import orjson
 
 from ..admission import Context, Decision, Outcome, review
 from ..rules import Finding
+from ..workloads import WorkloadKind
 
 Step = Literal["validate", "mutate", "admit"]  # admit: mutate, apply the patch, validate
 STEPS: tuple[Step, ...] = ("validate", "mutate", "admit")
@@ -26,14 +28,25 @@ STEPS: tuple[Step, ...] = ("validate", "mutate", "admit")
 def pod_review(pod: Any, namespace: str, *, operation: str = "CREATE", uid: str = "podgate-offline",
                dry_run: bool = True) -> dict[str, Any]:
     """The AdmissionReview the API server would send for creating this Pod."""
-    meta = pod.get("metadata") if isinstance(pod, dict) else None
+    return object_review(pod, namespace, "", "Pod", operation=operation, uid=uid, dry_run=dry_run)
+
+
+def workload_review(obj: Any, namespace: str, kind: WorkloadKind, *, uid: str = "podgate-offline") -> dict[str, Any]:
+    """The AdmissionReview the API server would send for creating this workload (in the version
+    the webhook asks for: the chart registers apps/v1 and batch/v1, matchPolicy Equivalent)."""
+    return object_review(obj, namespace, kind.group, kind.kind, uid=uid)
+
+
+def object_review(obj: Any, namespace: str, group: str, kind: str, *, operation: str = "CREATE",
+                  uid: str = "podgate-offline", dry_run: bool = True) -> dict[str, Any]:
+    """The AdmissionReview for creating ``obj`` of ``group``/``kind`` (version v1)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
+    ref = {"group": group, "version": "v1", "kind": kind}
+    resource = {"group": group, "version": "v1", "resource": kind.lower() + "s"}
     request: dict[str, Any] = {
-        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"},
-        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-        "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-        "operation": operation, "namespace": namespace, "object": pod, "oldObject": None,
+        "uid": uid, "kind": ref, "resource": resource, "requestKind": ref, "requestResource": resource,
+        "operation": operation, "namespace": namespace, "object": obj, "oldObject": None,
         "dryRun": dry_run, "userInfo": {"username": "podgate-offline"}}
     if isinstance(name, str) and name:
         request["name"] = name

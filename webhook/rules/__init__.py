@@ -11,11 +11,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import islice
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..pods import PROBE_KINDS, Container, Pod, Probe
+from ..pods import PROBE_KINDS, Container, Pod, Probe, Role
 from ..proberewrite import ProbeRewrite, originals
 from ..status import STATUS_ANNOTATION, read_status
+
+if TYPE_CHECKING:
+    from ..bypass import BypassPolicy, Requester
 
 # Enough to explain any real Pod; a bound on the work and the answer for a hostile one.
 MAX_FINDINGS_PER_RULE = 20
@@ -79,6 +82,20 @@ class Subject:
     pod: Pod
     proxy: ProxySpec | None = None  # None: the governing policy has no mesh
     mesh_required: bool = False  # the policy selects the Pod for the mesh and it did not opt out
+    mesh_selected: bool = False  # the policy selects the Pod for the mesh, opted out or not
+    # Who asked, where that is a real identity (not a controller acting for someone): the
+    # policy's meshBypass section judges it. None: the section is not enforced on this request.
+    requester: Requester | None = None
+    bypass: BypassPolicy | None = None  # the policy's meshBypass section (None: anyone may bypass)
+    # An ephemeralcontainers update: the containers it adds. Only the rules that apply to
+    # ephemeral containers run then, and they look at these containers only.
+    ephemeral: tuple[Container, ...] | None = None
+
+    @property
+    def checked(self) -> tuple[Container, ...]:
+        """The containers the rules judge: the ones being added by an ephemeralcontainers update,
+        else the Pod's."""
+        return self.ephemeral if self.ephemeral is not None else self.pod.containers
 
     @cached_property
     def proxy_container(self) -> Container | None:
@@ -145,8 +162,9 @@ class Subject:
         return tuple(out)
 
     def is_mesh_own(self, container: Container) -> bool:
-        """The proxy and its injected helpers are exempt from the rules that guard the proxy."""
-        return self.proxy is not None and (
+        """The proxy and its injected helpers are exempt from the rules that guard the proxy (an
+        ephemeral container never is one, whatever its name)."""
+        return self.proxy is not None and container.role is not Role.EPHEMERAL and (
             container is self.proxy_container or container.name in self.proxy.helpers)
 
 
@@ -167,19 +185,21 @@ class Rule:
     # A mesh rule finds nothing in a Pod that neither is nor must be meshed: ``evaluate`` skips it
     # there, which is most Pods (tests/test_rules_mesh_skip.py holds every mesh rule to that).
     mesh: bool = field(default=False)
+    # The rule judges ephemeral containers too (they declare no ports: the port rules never do).
+    ephemeral: bool = field(default=False)
 
 
 RULES: dict[str, Rule] = {}
 
 
 def rule(rule_id: str, default_action: Action, *, summary: str, why: str, fix: str,
-         example: str = "", mesh: bool = False) -> Callable[[Check], Check]:
+         example: str = "", mesh: bool = False, ephemeral: bool = False) -> Callable[[Check], Check]:
     """Register a check function under its rule ID."""
 
     def register(check: Check) -> Check:
         if rule_id in RULES:
             raise ValueError(f"rule {rule_id!r} registered twice")
-        RULES[rule_id] = Rule(rule_id, default_action, check, summary, why, fix, example, mesh)
+        RULES[rule_id] = Rule(rule_id, default_action, check, summary, why, fix, example, mesh, ephemeral)
         return check
 
     return register
@@ -198,8 +218,9 @@ def evaluate(subject: Subject, actions: Mapping[str, Action]) -> list[Finding]:
     """
     findings: list[Finding] = []
     outside_mesh = not subject.mesh_required and not subject.meshed
+    ephemeral = subject.ephemeral is not None
     for r in RULES.values():
-        if outside_mesh and r.mesh:
+        if outside_mesh and r.mesh or ephemeral and not r.ephemeral:
             continue
         action = actions.get(r.id, r.default_action)
         if action != "off":  # a plain loop: most rules find nothing, and cheaply
@@ -209,4 +230,4 @@ def evaluate(subject: Subject, actions: Mapping[str, Action]) -> list[Finding]:
 
 
 # Importing the rule modules registers their rules, in the order they are documented.
-from . import ports, probes, mesh  # noqa: E402,F401  (registration side effect)
+from . import ports, probes, mesh, governance  # noqa: E402,F401  (registration side effect)

@@ -51,22 +51,24 @@ def proxy_port_conflict(s: Subject) -> Iterator[Violation]:
                 names, port=port, protocol=protocol)
 
 
-@rule("proxy-uid-conflict", "deny", mesh=True,
+@rule("proxy-uid-conflict", "deny", mesh=True, ephemeral=True,
       summary="In a meshed Pod, a container other than the proxy runs as the proxy's UID.",
       why="The traffic-redirect rules exempt the proxy's UID so the proxy's own traffic is not looped back; "
           "an app running as that UID bypasses the mesh: no mTLS, no policy, no telemetry.",
-      fix="Run the container as another user (securityContext.runAsUser on the container or the Pod).",
+      fix="Run the container as another user (securityContext.runAsUser on the container or the Pod). This holds "
+          "for ephemeral containers too (kubectl debug --custom).",
       example="container app runs as UID 1337, the proxy's UID")
 def proxy_uid_conflict(s: Subject) -> Iterator[Violation]:
     if not s.meshed:
         return
     assert s.proxy is not None
     uid = s.proxy.uid
-    for c in s.pod.containers:
+    for c in s.checked:
         if c.run_as_user == uid and not s.is_mesh_own(c):
+            what = "ephemeral container" if c.role is Role.EPHEMERAL else "container"
             yield Violation(
                 "proxy-uid-conflict",
-                f'[proxy-uid-conflict] container "{c.name}" runs as UID {uid}, the UID of the mesh proxy '
+                f'[proxy-uid-conflict] {what} "{c.name}" runs as UID {uid}, the UID of the mesh proxy '
                 f'"{s.proxy.name}": its traffic bypasses the proxy; set another runAsUser for "{c.name}"',
                 (c.name,), uid=uid)
 
