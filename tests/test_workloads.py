@@ -178,6 +178,9 @@ BREAKS: dict[str, dict[str, Any]] = {
     "mesh-host-network": {"containers": [ctr("a")], "hostNetwork": True},
     "proxy-no-identity": {"containers": [ctr("a")], "automountServiceAccountToken": False},
     "proxy-blocks-completion": {"containers": [ctr("a"), PROXY], "_restart": "Never"},
+    "stale-proxy": {"containers": [ctr("a"), PROXY], "_annotations": {"podgate.io/status": json.dumps(
+        {"profile": "mesh-proxy", "hash": "0000000000000000", "initContainers": [], "containers": ["mesh-proxy"],
+         "volumes": []})}},
     "unauthorized-mesh-bypass": {"containers": [ctr("a")], "_annotations": {"podgate.io/inject": "false"}},
 }
 
