@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,32 @@ def test_colour_in_lint_check_and_test(flag: list[str], env: dict[str, str], col
                run(capsys, "check", "--no-inject", *flag, str(mixed))[1],
                run(capsys, "test", *flag, str(REPO / "tests/data/suites/rules"))[1]]
     assert [("\033[" in out) for out in outputs] == [coloured] * 3, outputs
+
+
+def _complete(line: str, tmp_path: Path) -> list[str]:
+    """What the shell would offer after ``line``, through argcomplete's protocol (as the script asks)."""
+    answer = tmp_path / "completions"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "_ARGCOMPLETE": "1", "COMP_LINE": line,
+           "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(answer), "_ARGCOMPLETE_IFS": "\n"}
+    proc = subprocess.run([sys.executable, "-m", "webhook.cli"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [word.strip() for word in answer.read_text().split("\n")]
+
+
+def test_shell_completion_of_commands_options_and_rule_ids(tmp_path: Path) -> None:
+    assert _complete("podgate che", tmp_path) == ["check"]
+    assert _complete("podgate check --fail", tmp_path) == ["--fail-on"]
+    assert _complete("podgate check --fail-on ", tmp_path) == ["deny", "warn"]
+    assert "port-collision" in _complete("podgate explain port", tmp_path)
+    assert "lint" in _complete("podgate policy ", tmp_path)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_script_registers_podgate(shell: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, script, _ = run(capsys, "completion", shell)
+    assert code == 0 and "podgate" in script
+    if shell == "zsh":
+        assert script.startswith("#compdef podgate")
+        return
+    proc = subprocess.run(["bash", "-c", f"{script}\ncomplete -p podgate"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith(" podgate"), proc.stderr

@@ -318,6 +318,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- completion -----------------------------------------------------------------------------
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    sys.stdout.write(argcomplete.shellcode(["podgate"], shell=args.shell))
+    return EXIT_OK
+
+
 # --- version ----------------------------------------------------------------------------------
 
 # what a bug report needs: the libraries that decide what podgate answers and how it serves
@@ -558,7 +567,8 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("explain", help="what a rule checks, why it matters, how to fix it")
-    p.add_argument("rule", nargs="?", metavar="RULE", help="a rule ID; none: list the rules")
+    p.add_argument("rule", nargs="?", metavar="RULE",
+                   help="a rule ID; none: list the rules").completer = lambda **_: list(RULES)  # type: ignore[attr-defined]
     p.add_argument("--markdown", action="store_true", help="print the rule reference (docs/rules.md)")
     p.set_defaults(func=cmd_explain)
 
@@ -587,6 +597,12 @@ def build_parser() -> Parser:
                    help="replace a CA and certificate already in --out (the webhooks must then trust the new CA)")
     p.set_defaults(func=cmd_certs)
 
+    p = sub.add_parser("completion", help="print the shell completion script for bash or zsh",
+                       description='bash: eval "$(podgate completion bash)" in ~/.bashrc; zsh: eval '
+                                   '"$(podgate completion zsh)" in ~/.zshrc.')
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
+    p.set_defaults(func=cmd_completion)
+
     p = sub.add_parser("version", help="the version, and the Python and libraries it runs on")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text",
                    help="text for people, json for bug reports and scripts (default: text)")
@@ -609,6 +625,10 @@ def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Par
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (podgate completion): answer, exit
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     args, extras = parser.parse_known_args(argv)
     if extras:
         _subparser(parser, args).unrecognized(extras)
