@@ -217,7 +217,7 @@ def test_a_pod_podgate_cannot_read_is_named_on_stderr_and_in_json_errors(
     assert line.startswith(f"podgate: {source}:") and f": document 1: Pod default/bad: podgate cannot check this Pod: " \
         f"object {problem}" in line, line
     assert f"[document 1] Pod default/bad: ERROR" in out  # the report on stdout is as it was
-    assert out.splitlines()[-1] == "2 objects checked: 0 denied, 0 warned, 1 not checked (errors)"
+    assert out.splitlines()[-1] == "1 object checked: 0 denied, 0 warned, 1 not checked (errors)"
 
     code, out, err = run(capsys, "-o", "json", str(source))
     assert code == 2 and len(err.splitlines()) == 1
@@ -370,3 +370,15 @@ def test_colour_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert check.use_colour(Tty()) and not check.use_colour(io.StringIO())
     monkeypatch.setenv("NO_COLOR", "1")
     assert not check.use_colour(Tty())
+
+
+def test_the_summary_counts_an_unreadable_object_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two Pods podgate cannot read are two not checked, not "2 checked ... 2 not checked"."""
+    f = tmp_path / "bad.yaml"
+    f.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: 3}\n---\n"
+                 "apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec: {containers: [{name: x, ports: 7}]}\n"
+                 "---\napiVersion: v1\nkind: Pod\nmetadata: {name: c}\nspec: {containers: [{name: x}]}\n")
+    code = main(["check", str(f)])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert out.splitlines()[-1] == "1 object checked: 0 denied, 0 warned, 2 not checked (errors)"

@@ -254,3 +254,35 @@ def test_message_names_rule_containers_port_and_fix(ctx: Context) -> None:
     assert finding.violation.message == (
         '[port-collision] containers "app" and "metrics" both listen on 8080/TCP in the pod\'s shared network '
         "namespace; give one of them another containerPort")
+
+
+def _no_opt_out_ctx(tmp_path: Any) -> Context:
+    import shutil
+
+    from webhook.namespaces import StaticNamespaceLabels
+    from webhook.policy import load_policy_set
+
+    from .conftest import REPO
+
+    shutil.copytree(REPO / "policies", tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.py"))
+    default = tmp_path / "default.yaml"
+    default.write_text(default.read_text().replace("allowOptOut: true", "allowOptOut: false"))
+    return Context(load_policy_set(tmp_path), StaticNamespaceLabels({"meshed": {"podgate.io/mesh": "enabled"}}))
+
+
+@pytest.mark.parametrize("annotations", [None, {"podgate.io/inject": "false"}], ids=["no-annotation", "opts-out"])
+def test_missing_proxy_advises_opting_out_only_where_the_policy_allows_it(
+        ctx: Context, tmp_path: Any, annotations: dict[str, str] | None) -> None:
+    def message(context: Context) -> str:
+        request = parse_review(review_for(pod(ctr("app"), annotations=annotations), namespace="meshed"))
+        findings = decide(request, "validate", context).findings
+        return " | ".join(f.violation.message for f in findings)
+
+    strict = message(_no_opt_out_ctx(tmp_path))
+    assert strict.startswith("[missing-proxy]")
+    assert "opt the pod out" not in strict
+    assert "allowOptOut is false" in strict
+    if annotations is None:  # where it is allowed, the advice names the annotation to set
+        assert 'or opt the pod out (podgate.io/inject: "false")' in message(ctx)
+    else:  # an allowed opt-out works: nothing to advise
+        assert message(ctx) == ""

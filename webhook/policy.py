@@ -175,7 +175,8 @@ class Policy:
             return Subject(pod, ephemeral=ephemeral)
         selected = self.mesh.selects(pod, namespace_labels)
         return Subject(pod, self.mesh.profile.proxy, selected and not self.mesh.opted_out(pod), selected,
-                       requester, self.bypass, ephemeral)
+                       requester, self.bypass, ephemeral,
+                       opt_out=self.mesh.annotation if self.mesh.allow_opt_out else None)
 
 
 BUILTIN_POLICY = Policy(name="builtin", source="<builtin>", actions={})

@@ -119,7 +119,9 @@ class Report:
         return EXIT_DENIED if any(failed(r, fail_on) for r in self.results) else EXIT_OK
 
     def summary(self) -> str:
-        n = len(self.results)
+        # an object podgate could not read has a result (with ``error``) and an entry in
+        # ``errors``: it counts as not checked, once
+        n = sum(not r.error for r in self.results)
         denied = sum(not r.allowed and not r.error for r in self.results)
         warned = sum(r.warned for r in self.results)
         bad = len(self.errors)

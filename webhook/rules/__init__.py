@@ -90,6 +90,7 @@ class Subject:
     # An ephemeralcontainers update: the containers it adds. Only the rules that apply to
     # ephemeral containers run then, and they look at these containers only.
     ephemeral: tuple[Container, ...] | None = None
+    opt_out: str | None = None  # the annotation that opts a Pod out; None: the policy allows no opt-out
 
     @property
     def checked(self) -> tuple[Container, ...]:

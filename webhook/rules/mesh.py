@@ -73,11 +73,20 @@ def proxy_uid_conflict(s: Subject) -> Iterator[Violation]:
                 (c.name,), uid=uid)
 
 
+def _or_opt_out(s: Subject) -> str:
+    """The opt-out advice, only where it can work: the policy allows it (and the Pod does not
+    already carry an opt-out the policy ignores)."""
+    if s.opt_out is not None:
+        return f', or opt the pod out ({s.opt_out}: "false")'
+    return " (opting out is off in this policy: allowOptOut is false)"
+
+
 @rule("missing-proxy", "deny", mesh=True,
       summary="A Pod that policy says must be meshed reaches validation without the proxy container.",
       why="The injection did not happen (the mutating webhook was skipped, failed open, or the Pod was edited): "
           "the Pod would run outside the mesh, unencrypted and unseen by mesh policy.",
-      fix="Make sure podgate's mutating webhook runs for the Pod's namespace, or opt the Pod out explicitly.",
+      fix="Make sure podgate's mutating webhook runs for the Pod's namespace, or opt the Pod out explicitly "
+          "(where the policy allows it: allowOptOut).",
       example="a Pod in a namespace labelled podgate.io/mesh=enabled without mesh-proxy")
 def missing_proxy(s: Subject) -> Iterator[Violation]:
     pod = s.pod
@@ -90,12 +99,12 @@ def missing_proxy(s: Subject) -> Iterator[Violation]:
             "missing-proxy",
             f'[missing-proxy] pod "{pod.display_name}" must be meshed by policy, but its "{s.proxy.name}" is a '
             f"classic init container, which exits before the app containers start, so no proxy runs: rename that "
-            f"init container so podgate can inject the proxy, or opt the pod out")
+            f"init container so podgate can inject the proxy{_or_opt_out(s)}")
         return
     yield Violation(
         "missing-proxy",
         f'[missing-proxy] pod "{pod.display_name}" must be meshed by policy but has no "{s.proxy.name}" '
-        f"container: check that podgate's mutating webhook covers namespace \"{pod.namespace}\", or opt the pod out")
+        f"container: check that podgate's mutating webhook covers namespace \"{pod.namespace}\"{_or_opt_out(s)}")
 
 
 @rule("proxy-udp-port", "warn", mesh=True,
@@ -135,13 +144,14 @@ def mesh_host_network(s: Subject) -> Iterator[Violation]:
         yield Violation(
             "mesh-host-network",
             f'[mesh-host-network] pod "{s.pod.display_name}" must be meshed by policy but uses hostNetwork: '
-            f"the proxy cannot be injected; drop hostNetwork or opt the pod out")
+            f"the proxy cannot be injected; drop hostNetwork{_or_opt_out(s)}")
     elif s.pod.is_windows:
         yield Violation(
             "mesh-host-network",
             f'[mesh-host-network] pod "{s.pod.display_name}" must be meshed by policy but is a Windows pod '
             f"(spec.os.name: windows): the proxy needs Linux-only security settings and cannot be injected; "
-            f"opt the pod out")
+            + (f'opt the pod out ({s.opt_out}: "false")' if s.opt_out is not None
+               else "exempt it from this policy (opting out is off: allowOptOut is false)"))
 
 
 @rule("proxy-no-identity", "warn", mesh=True,
