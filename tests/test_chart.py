@@ -1069,3 +1069,19 @@ def test_the_readme_documents_every_metric():
     readme = (CHART / "README.md").read_text()
     assert names and [n for n in names if f"`{n}" not in readme] == []
 
+
+
+@pytest.mark.parametrize(("validating", "mutating", "expected"), [
+    (True, True, "are now checked (failurePolicy Fail) and injected where policy says (failurePolicy Fail)."),
+    (True, False, "are now checked (failurePolicy Fail)."),
+    (False, True, "are now injected where policy says (failurePolicy Fail)."),
+    (False, False, "Both webhooks are off"),
+])
+def test_notes_say_what_the_enabled_webhooks_do(chart: hp.Chart, validating: bool, mutating: bool,
+                                                expected: str) -> None:
+    values = {"webhook": {"validating": {"enabled": validating, "failurePolicy": "Fail"},
+                          "mutating": {"enabled": mutating, "failurePolicy": "Fail"}}}
+    [notes] = [text for path, text in render_manifests(chart, values).items() if path.endswith("NOTES.txt")]
+    text = " ".join(notes.split())
+    assert expected in text, text
+    assert "now and" not in text and "now." not in text
