@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 
 from .errors import PodgateError
+from .files import INPUT_FILE_MAX, InputFileError, read_text
 from .selectors import Labels
+from .yamlpos import error_line, error_text, load_documents
 
 
 class NamespaceLabelsError(PodgateError):
@@ -46,9 +48,13 @@ class StaticNamespaceLabels:
 def load_namespace_labels(path: str | Path) -> StaticNamespaceLabels:
     """Read ``{namespace: {label: value}}`` or Namespace objects (YAML/JSON, multi-document)."""
     try:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d is not None]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise NamespaceLabelsError(f"{path}: cannot read namespace labels: {exc}") from exc
+        docs = [d.data for d in load_documents(read_text(path, INPUT_FILE_MAX))]
+    except InputFileError as exc:
+        raise NamespaceLabelsError(f"{path}: cannot read namespace labels: {exc}") from None
+    except yaml.YAMLError as exc:
+        line = error_line(exc)
+        raise NamespaceLabelsError(f"{path}{f':{line}' if line else ''}: cannot read namespace labels: "
+                                   f"invalid YAML: {error_text(exc)}") from None
     result = StaticNamespaceLabels()
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") in ("Namespace", "List", "NamespaceList"):

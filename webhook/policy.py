@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -22,12 +23,14 @@ import yaml
 from referencing import Registry, Resource
 
 from .bypass import BypassPolicy, Requester, compile_bypass
+from .echo import MESSAGE_MAX, echo
 from .errors import PolicyError
 from .inject import Injector, compile_injector, template_problems
 from .pods import Container, Pod
 from .rules import RULES, Action, ProxySpec, Subject
 from .selectors import Labels, Selector, compile_selector
-from .yamlpos import json_pointer
+from .files import POLICY_FILE_MAX, InputFileError, file_kind, read_text
+from .yamlpos import error_line, error_text, json_pointer, load_documents
 
 API_VERSION = "podgate.io/v1alpha1"
 SCHEMA_FILE = "policy.schema.json"
@@ -61,9 +64,36 @@ def schema_validator(file_name: str = SCHEMA_FILE) -> jsonschema.protocols.Valid
     """A bundled JSON Schema (``policies/<file_name>``), checked and compiled once per process:
     loading policies and linting them use it, requests never do."""
     schema = json.loads((default_policy_dir() / file_name).read_text())
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
+    base = jsonschema.validators.validator_for(schema)
+    base.check_schema(schema)
+    cls = jsonschema.validators.extend(
+        base, type_checker=base.TYPE_CHECKER.redefine("integer", _is_integer),
+        validators={"maxItems": _max_items, "items": _items_within(base.VALIDATORS["items"]),
+                    "uniqueItems": _items_within(base.VALIDATORS["uniqueItems"])})
     return cls(schema, registry=_bundled_schemas())
+
+
+def _is_integer(_checker: Any, value: Any) -> bool:
+    """An integer is an int: JSON Schema's ``integer`` also takes 15053.0, which then reaches a
+    patch as ``runAsUser: 1337.0`` (and ``True``, which YAML writes as true)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _max_items(validator: Any, limit: int, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    """maxItems, saying how many (jsonschema's message repeats the whole list)."""
+    if validator.is_type(instance, "array") and len(instance) > limit:
+        yield jsonschema.ValidationError(f"{len(instance)} entries, more than the {limit} allowed here")
+
+
+def _items_within(check: Callable[..., Any]) -> Callable[..., Any]:
+    """A keyword that looks at each entry of a list, skipped where the list is over its maxItems
+    (which says so): checking a million entries one by one takes minutes."""
+    def bounded(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        limit = schema.get("maxItems") if isinstance(schema, dict) else None
+        if limit is not None and validator.is_type(instance, "array") and len(instance) > limit:
+            return iter(())
+        return check(validator, value, instance, schema) or iter(())
+    return bounded
 
 
 def explain_schema_error(error: jsonschema.ValidationError) -> tuple[jsonschema.ValidationError, str]:
@@ -77,7 +107,7 @@ def explain_schema_error(error: jsonschema.ValidationError) -> tuple[jsonschema.
     while True:
         custom = error.schema.get("errorMessage", {}).get(error.validator) if isinstance(error.schema, dict) else None
         if custom is not None:
-            return error, custom.replace("{value}", repr(error.instance))
+            return error, echo(custom.replace("{value}", echo(repr(error.instance))), MESSAGE_MAX)
         if not error.context:
             break
         # one level down each time (best_match([error]) may hand back ``error`` itself: a loop
@@ -93,7 +123,7 @@ def explain_schema_error(error: jsonschema.ValidationError) -> tuple[jsonschema.
         for key in unknown:
             if close := difflib.get_close_matches(key, known, n=1, cutoff=0.8):
                 message += f"; did you mean {close[0]!r}" + (f" for {key!r}?" if len(unknown) > 1 else "?")
-    return error, message
+    return error, echo(message, MESSAGE_MAX)  # jsonschema quotes the whole value
 
 
 @dataclass(frozen=True)
@@ -190,6 +220,7 @@ class PolicySet:
     profiles: Mapping[str, MeshProfile]
     sources: tuple[str, ...]
     default: Policy = BUILTIN_POLICY
+    warnings: tuple[str, ...] = ()  # what loading skipped: the server logs it, lint shows it
     _scoped: tuple[Policy, ...] = field(default=(), repr=False)
 
     def governing(self, namespace: str, namespace_labels: Labels | None) -> Policy:
@@ -223,28 +254,40 @@ PolicyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def iter_policy_files(directory: Path) -> Iterator[Path]:
-    """Policy files in name order. Hidden entries are skipped: ConfigMap volumes keep their
-    versioned copies in ``..2024_...`` folders behind the ``..data`` symlink."""
+def policy_files(directory: Path) -> tuple[list[Path], list[str]]:
+    """Policy files in name order, and a warning for each entry skipped that looks like one but
+    is no regular file (a FIFO, a device, a dangling symlink): reading those would block, or never
+    end. Hidden entries are skipped silently: ConfigMap volumes keep their versioned copies in
+    ``..2024_...`` folders behind the ``..data`` symlink."""
+    files, skipped = [], []
     for path in sorted(directory.iterdir()):
-        if not path.name.startswith(".") and path.suffix in POLICY_SUFFIXES and path.is_file():
-            yield path
+        if path.name.startswith(".") or path.suffix not in POLICY_SUFFIXES:
+            continue
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            skipped.append(f"{path}: skipped: {exc.strerror or exc}")
+            continue
+        if stat.S_ISREG(mode):
+            files.append(path)
+        elif not stat.S_ISDIR(mode):
+            skipped.append(f"{path}: skipped: not a regular file ({file_kind(mode)})")
+    return files, skipped
 
 
 def read_documents(path: Path, label: str) -> list[tuple[str, Any]]:
-    """Parse every YAML document of a file; raise PolicyError naming the file and line."""
+    """Parse every YAML document of a file (a regular file of at most POLICY_FILE_MAX bytes);
+    raise PolicyError naming the file and line."""
     try:
-        docs = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=PolicyLoader))
-    except OSError as exc:
-        raise PolicyError(f"{label}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise PolicyError(f"{label}: not UTF-8 text: {exc.reason}") from exc
+        docs = load_documents(read_text(path, POLICY_FILE_MAX, regular_only=True), PolicyLoader)
+    except InputFileError as exc:
+        raise PolicyError(f"{label}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark else label
-        raise PolicyError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
-    return [(f"{label} (document {i})" if len(docs) > 1 else label, doc)
-            for i, doc in enumerate(docs) if doc is not None]
+        line = error_line(exc)
+        where = f"{label}:{line}" if line else label
+        raise PolicyError(f"{where}: invalid YAML: {error_text(exc)}") from None
+    numbered = len(docs) > 1 or any(d.index for d in docs)
+    return [(f"{label} (document {d.index})" if numbered else label, d.data) for d in docs]
 
 
 def mesh_profile_name(doc: Any) -> str | None:
@@ -330,7 +373,8 @@ def load_policy_set(directory: str | Path | None = None) -> PolicySet:
     docs: list[tuple[str, Any]] = []
     errors: list[str] = []
     sources = []
-    for path in iter_policy_files(root):
+    files, skipped = policy_files(root)
+    for path in files:
         label = str(path)
         sources.append(label)
         try:
@@ -348,6 +392,7 @@ def load_policy_set(directory: str | Path | None = None) -> PolicySet:
             refused.add(profile_name)
     if not sources:
         errors.append(f"{root}: no policy files (*.yaml) found")
+        errors.extend(skipped)
 
     profiles: dict[str, MeshProfile] = {}
     for where, doc in valid:
@@ -371,5 +416,5 @@ def load_policy_set(directory: str | Path | None = None) -> PolicySet:
         raise PolicyError("\n".join(errors))
     return PolicySet(
         policies=tuple(policies), profiles=profiles, sources=tuple(sources),
-        default=defaults[0] if defaults else BUILTIN_POLICY,
+        default=defaults[0] if defaults else BUILTIN_POLICY, warnings=tuple(skipped),
         _scoped=tuple(p for p in policies if not p.is_default))

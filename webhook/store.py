@@ -7,6 +7,11 @@ filesystem timestamp tick must still count as a change. A change is loaded once 
 still for one interval, and published only if what was read is what held still. A new set replaces the old one in a single reference
 swap, so a request sees either the whole old set or the whole new one; an invalid new set is
 logged and the last good one stays.
+
+Whatever is in the directory, a reload neither raises nor blocks: files are read with the size
+bound of policy files, FIFOs and devices are never read (a FIFO would block the watcher, and the
+master's loop with it; ``/dev/zero`` would never end), and a set that fails to load for any
+reason is reported once per change of the files, not on every tick.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import PolicyError
+from .files import POLICY_FILE_MAX, InputFileError, read_bytes
 from .policy import PolicySet, default_policy_dir, load_policy_set
 
 log = logging.getLogger("podgate.policy")
@@ -39,9 +45,11 @@ def fingerprint(directory: Path) -> Fingerprint:
             continue
         path = directory / name
         try:
-            data = path.read_bytes()  # follows symlinks, as the loader does
-        except OSError:  # a directory, or a file removed since listdir
-            continue
+            # follows symlinks, as the loader does; one byte more than the loader reads, so that
+            # a file growing past the bound still counts as a change
+            data = read_bytes(path, POLICY_FILE_MAX + 1, regular_only=True)
+        except InputFileError as exc:  # a directory, a FIFO, a device, gone since listdir, too large
+            data = f"unreadable: {exc}".encode()
         digest = hashlib.blake2b(data, digest_size=16).digest()
         entries.append((name, os.path.realpath(path), digest))
     return tuple(entries)
@@ -77,21 +85,26 @@ class PolicyStore:
                 return False
             try:
                 policies: PolicySet | None = load_policy_set(directory)
-                error = None
+                error: str | None = None
             except PolicyError as exc:
-                policies, error = None, exc
+                policies, error = None, str(exc)
+            except Exception as exc:  # a loader bug: the server keeps serving, and says it once
+                log.exception("policy loader error")
+                policies, error = None, f"{directory}: podgate could not load these files: {type(exc).__name__}: {exc}"
             if fingerprint(directory) == seen:
                 break
             log.info("policy files changed while being read; reading them again")
         else:
             return False  # still changing: the watcher tries again on its next tick
-        if error is not None:
-            self.last_error = str(error)
+        if error is not None or policies is None:
+            self.last_error = error = error or "no policy set"
             self._fingerprint = seen  # do not retry the same broken files every tick
             kept = "keeping the last good policy set" if self.current else "no policy set loaded"
             log.error("policy reload failed (%s):\n%s", kept, error)
-            self.on_reload(False, str(error))
+            self.on_reload(False, error)
             return False
+        for warning in policies.warnings:
+            log.warning("%s", warning)
         self.current = policies
         self.last_error = None
         self._fingerprint = seen

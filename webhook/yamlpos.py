@@ -4,12 +4,19 @@ jsonschema reports where an error is as a path of keys and indices; a person edi
 wants a line number. PyYAML's composer keeps the start mark of every node, so both are read
 from one parse: the data (for the schema) and the node tree (for the lines). Duplicate keys,
 which PyYAML silently resolves to the last one, are found on the same tree.
+
+Every parse here is bounded, whoever wrote the text: nesting deeper than ``MAX_DEPTH`` (which
+would exhaust Python's stack in the composer, the schema check or the JSON encoder) and aliases
+that expand to more than the file itself holds (a "billion laughs", which costs nothing to parse
+and everything to check, print or dump) are YAML errors with a line, like a syntax error; so is
+a control character (PyYAML refuses it while the loader is built, before any line is known).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -34,10 +41,100 @@ class YamlDocument:
         yield from _duplicates(self.node, [])
 
 
+# Kubernetes objects and policies are under 20 levels deep; 100 leaves room and stays far from
+# Python's recursion limit (1000 frames) and orjson's (254 levels).
+MAX_DEPTH = 100
+# What aliases may add, in characters and nodes, beyond what the file holds: at least this much,
+# at most as much again as the file's own size.
+MIN_ALIAS_BUDGET = 1024 * 1024
+
+
+class BoundsError(yaml.MarkedYAMLError):
+    """A YAML stream beyond podgate's bounds (nesting, alias expansion) or with a control character."""
+
+
+class _Bounded:
+    """Composer checks, mixed into a loader class: depth, alias expansion, recursive aliases."""
+
+    def __init__(self, stream: str) -> None:
+        try:
+            super().__init__(stream)  # type: ignore[call-arg]
+        except yaml.reader.ReaderError as exc:
+            raise _control_character(stream, exc) from None
+        self._depth = 0
+        self._open: set[str] = set()  # anchors whose node is being composed
+        self._measured: dict[int, tuple[int, int]] = {}  # id(node) -> (size, height)
+        self._alias_budget = max(MIN_ALIAS_BUDGET, len(stream))
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[attr-defined]
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)  # type: ignore[attr-defined]
+            if target is not None:
+                if event.anchor in self._open:
+                    raise BoundsError(problem=f"alias *{event.anchor} refers to a node that contains it",
+                                      problem_mark=event.start_mark)
+                size, height = _measure(target, self._measured)
+                self._alias_budget -= size
+                if self._alias_budget < 0:
+                    raise BoundsError(problem="aliases expand to more than the file holds (at least "
+                                      f"{MIN_ALIAS_BUDGET} characters): write the values out, or use fewer aliases",
+                                      problem_mark=event.start_mark)
+                if self._depth + height > MAX_DEPTH:
+                    raise BoundsError(problem=f"nested deeper than {MAX_DEPTH} levels (through alias "
+                                      f"*{event.anchor})", problem_mark=event.start_mark)
+            return super().compose_node(parent, index)  # type: ignore[misc]
+        if self._depth >= MAX_DEPTH:
+            raise BoundsError(problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open.add(anchor)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self._depth -= 1
+            self._open.discard(anchor)  # type: ignore[arg-type]
+
+
+def _measure(node: yaml.Node, memo: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(characters + nodes, levels) of a node as its constructed value would be, aliases expanded;
+    once per node (the recursion is as deep as the node is high: at most MAX_DEPTH)."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    if isinstance(node, yaml.ScalarNode):
+        result = (1 + len(node.value), 1)
+    else:
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+        measured = [_measure(child, memo) for child in children]
+        result = (1 + sum(s for s, _ in measured), 1 + max((h for _, h in measured), default=0))
+    memo[id(node)] = result
+    return result
+
+
+def _control_character(text: str, exc: yaml.reader.ReaderError) -> BoundsError:
+    """A ReaderError (no line, a message over two lines) as an error with a line and column."""
+    at = max(0, min(exc.position, len(text)))
+    line = text.count("\n", 0, at)
+    column = at - (text.rfind("\n", 0, at) + 1)
+    mark = yaml.Mark(exc.name, at, line, column, None, None)
+    what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+    return BoundsError(problem=f"control character {what} (column {column + 1}) is not allowed in YAML or JSON text",
+                       problem_mark=mark)
+
+
+@lru_cache(maxsize=8)
+def bounded(loader_class: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
+    """``loader_class`` with the bounds of this module."""
+    return type(f"Bounded{loader_class.__name__}", (_Bounded, loader_class), {})
+
+
 def load_documents(text: str, loader_class: type[yaml.SafeLoader] = yaml.SafeLoader) -> list[YamlDocument]:
-    """Parse a YAML (or JSON) stream; empty documents are skipped. Raises yaml.YAMLError."""
+    """Parse a YAML (or JSON) stream, within the bounds above; empty documents are skipped.
+    Raises yaml.YAMLError (BoundsError for what is beyond the bounds)."""
     out = []
-    loader = loader_class(text)
+    loader = bounded(loader_class)(text)
     try:
         index = 0
         while loader.check_node():
@@ -56,7 +153,8 @@ def error_line(exc: yaml.YAMLError) -> int | None:
 
 
 def error_text(exc: yaml.YAMLError) -> str:
-    return str(getattr(exc, "problem", None) or exc)
+    """The problem, on one line."""
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())
 
 
 def node_at(node: yaml.Node, path: Sequence[Any], keys: bool = False) -> yaml.Node:

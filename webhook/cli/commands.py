@@ -21,6 +21,7 @@ import orjson
 from .. import __version__
 from ..admission import Context, review
 from ..errors import PodgateError
+from ..files import InputFileError, read_bytes
 from ..namespaces import StaticNamespaceLabels, load_namespace_labels
 from ..policy import PolicySet, load_policy_set
 from ..rules import RULES
@@ -164,9 +165,9 @@ _DEMO_REVIEW = json.dumps({
 def cmd_review(args: argparse.Namespace) -> int:
     source = args.request
     try:
-        body = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{source}: cannot read: {exc.strerror}") from exc
+        body = read_bytes(source, Settings.max_body_bytes)  # what the server would take
+    except InputFileError as exc:
+        raise UsageError(f"{source}: cannot read: {exc}") from None
     ctx = Context(_policies(args), _namespace_labels(args))
     outcome = review(body, args.webhook, ctx)
     if outcome.response is None:

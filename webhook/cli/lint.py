@@ -24,12 +24,13 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import PolicyError
+from ..files import POLICY_FILE_MAX, InputFileError, read_text
 from ..inject import template_problems
 from ..policy import (
     PolicyLoader,
-    iter_policy_files,
     load_policy_set,
     mesh_profile_name,
+    policy_files,
     reserved_ports,
     schema_problems,
 )
@@ -177,11 +178,14 @@ def lint(path: Path) -> Report:
     problems: list[Problem] = []
     docs: list[Doc] = []
     refused: set[str] = set()  # MeshProfiles with errors of their own: policies naming them are not wrong too
-    files = list(iter_policy_files(directory))
+    files, skipped = policy_files(directory)
     if one_file is not None and one_file not in files:
         files.append(one_file)  # e.g. a .yml or an odd name: linted all the same when named
     if not files:
         problems.append(Problem("error", str(directory), None, "", "no policy files (*.yaml) found"))
+    for line in skipped:
+        file, _, message = line.partition(": ")
+        problems.append(Problem("warning", file, None, "", message))
     for file in files:
         docs.extend(_read(file, problems, refused))
     problems += _semantics(docs, refused)
@@ -201,8 +205,8 @@ def lint(path: Path) -> Report:
 def _read(path: Path, problems: list[Problem], refused: set[str]) -> Iterator[Doc]:
     label = str(path)
     try:
-        parsed = load_documents(path.read_text(encoding="utf-8"), PolicyLoader)
-    except (OSError, UnicodeDecodeError) as exc:
+        parsed = load_documents(read_text(path, POLICY_FILE_MAX, regular_only=True), PolicyLoader)
+    except InputFileError as exc:
         problems.append(Problem("error", label, None, "", f"cannot read: {exc}"))
         return
     except yaml.YAMLError as exc:

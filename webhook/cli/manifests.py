@@ -10,7 +10,6 @@ Kubernetes objects at all (``Document.problem`` says what is wrong with them).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,10 @@ from typing import Any
 import yaml
 
 from ..errors import PodgateError, PodShapeError
+from ..files import INPUT_FILE_MAX, InputFileError, read_text
 from ..pods import pod_name
 from ..workloads import WORKLOAD_KINDS, WorkloadKind, template_pod, with_template_pod
+from ..yamlpos import error_line, error_text, load_documents
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -156,28 +157,14 @@ def read_documents(source: str) -> list[Document]:
     can report what is not a Kubernetes object (``Document.problem``)."""
     label = "<stdin>" if source == "-" else source
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{label}: cannot read: {exc}", label) from exc
-    out: list[Document] = []
-    loader = yaml.SafeLoader(text)
-    try:
-        index = 0
-        while loader.check_node():
-            node = loader.get_node()
-            obj = loader.construct_document(node)
-            if obj is not None:
-                out.extend(_expand(label, index, obj, node))
-            index += 1
+        parsed = load_documents(read_text(source, INPUT_FILE_MAX))
+    except InputFileError as exc:
+        raise ManifestError(f"{label}: cannot read: {exc}", label) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
+        line = error_line(exc)
         where = f"{label}:{line}" if line else label
-        raise ManifestError(f"{where}: invalid YAML/JSON: {getattr(exc, 'problem', None) or exc}", label,
-                            line) from exc
-    finally:
-        loader.dispose()
-    return out
+        raise ManifestError(f"{where}: invalid YAML/JSON: {error_text(exc)}", label, line) from None
+    return [d for doc in parsed for d in _expand(label, doc.index, doc.data, doc.node)]
 
 
 def _expand(label: str, index: int, obj: Any, node: yaml.Node) -> list[Document]:

@@ -25,6 +25,7 @@ import yaml
 
 from ..admission import Context
 from ..errors import PodgateError
+from ..files import INPUT_FILE_MAX, InputFileError, read_text
 from ..namespaces import StaticNamespaceLabels
 from ..policy import PolicySet, explain_schema_error, load_policy_set, schema_validator
 from ..rules import RULES
@@ -97,10 +98,10 @@ def _where(path: Path, doc: YamlDocument, at: list[Any]) -> str:
 def _read_structured(path: Path, what: str, where: str) -> list[Any]:
     """All documents of a JSON or YAML file a suite refers to."""
     try:
-        return [d.data for d in load_documents(path.read_text(encoding="utf-8"))]
-    except FileNotFoundError:
-        raise SuiteError(f"{where}: {what} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        return [d.data for d in load_documents(read_text(path, INPUT_FILE_MAX))]
+    except InputFileError as exc:
+        if not path.exists():
+            raise SuiteError(f"{where}: {what} {path} does not exist") from None
         raise SuiteError(f"{where}: cannot read {what} {path}: {exc}") from None
     except yaml.YAMLError as exc:
         line = error_line(exc)
@@ -138,8 +139,8 @@ def load_suite(path: Path, update_golden: bool = False) -> Suite:
     With ``update_golden`` a missing golden file is not an error: the run writes it.
     """
     try:
-        docs = load_documents(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        docs = load_documents(read_text(path, INPUT_FILE_MAX))
+    except InputFileError as exc:
         raise SuiteError(f"{path}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:
         line = error_line(exc)

@@ -37,8 +37,8 @@ def create_app(settings: Settings | None = None, store: PolicyStore | None = Non
     """Build the app; raise PolicyError at startup if the policies cannot be loaded.
 
     ``store``: a store that may already hold a policy set, e.g. the one a gunicorn worker
-    inherits from the master. The files are read again; if they are invalid now, the inherited
-    set (the last good one) is kept instead of failing, so a worker that restarts during a bad
+    inherits from the master. The files are read again if they changed since the store last
+    tried them; if they are invalid now, the inherited set (the last good one) is kept instead of failing, so a worker that restarts during a bad
     policy update still boots (gunicorn stops the whole server when a worker fails to boot).
     """
     settings = settings or Settings.from_env()
@@ -52,7 +52,14 @@ def create_app(settings: Settings | None = None, store: PolicyStore | None = Non
     if store is None:
         store = PolicyStore(settings.policy_dir)
     store.on_reload = metrics.policy_reloaded
-    if not store.load() and store.current is None:
+    # An inherited store that already tried the files on disk (and kept its set, or refused
+    # them and said why) does not read them again: each worker replaced during a bad policy
+    # update would log the same refusal once more.
+    if store.current is None or store.changed():
+        store.load()
+    else:  # counted as a load, as before: what the inherited store last concluded
+        metrics.policy_reloaded(store.last_error is None, store.last_error or "")
+    if store.current is None:
         raise PolicyError(store.last_error or "policies could not be loaded")
     store.watch(settings.reload_interval)
     cache = None
