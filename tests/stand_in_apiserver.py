@@ -75,6 +75,7 @@ class StandInAPIServer:
         self.expire_watches = False
         self.requests: list[str] = []  # GET paths
         self.calls: list[tuple[str, str]] = []  # (method, path) of every call
+        self.verbs: set[tuple[str, str, str]] = set()  # (verb, API group, resource) asked for, as RBAC sees them
         # resource -> {(namespace, name): object}
         self.store: dict[str, dict[tuple[str, str], dict[str, Any]]] = {r: {} for r in RESOURCES}
         self._sorted: dict[str, list[tuple[str, str]]] = {}
@@ -291,6 +292,7 @@ class StandInAPIServer:
                     return
                 verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
                         "DELETE": "delete"}[method]
+                api.verbs.add((verb, GROUPS[prefix], resource))
                 if (verb, resource, None) in api.forbidden or (verb, resource, namespace) in api.forbidden:
                     scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
                     group = GROUPS[prefix]
@@ -367,6 +369,7 @@ class StandInAPIServer:
                     self._json(405, status(405, "MethodNotAllowed", "read-only"))
                     return
                 verb = "get" if name else ("watch" if query.get("watch") in ("true", "1") else "list")
+                api.verbs.add((verb, "", "namespaces"))
                 if (verb, "namespaces", None) in api.forbidden:
                     self._json(403, status(403, "Forbidden", f'namespaces is forbidden: User "x" cannot {verb} '
                                            f'resource "namespaces" in API group "" at the cluster scope'))

@@ -13,6 +13,7 @@ import base64
 import copy
 import datetime as dt
 import functools
+import io
 import json
 import re
 from pathlib import Path
@@ -95,6 +96,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
              "podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}}]},
         "podLabels": {"team": "platform"},
     },
+    "audit": {"audit": {"enabled": True, "timeZone": "Europe/Berlin", "extraArgs": ["--request-timeout=60"]},
+              "policyReports": {"installCRD": True}, "networkPolicy": {"enabled": True}},
     "minimal": {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}, "namespaceLabels": {"fromAPI": False},
                 "serviceAccount": {"create": False}, "server": {"metrics": False},
                 "webhook": {"matchConditions": False, "mutating": {"enabled": False}}},
@@ -210,7 +213,7 @@ def test_every_object_passes_the_kubernetes_schema_strictly(rendered):
 
 def test_every_object_is_namespaced_to_the_release_or_cluster_scoped(rendered):
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
-                      "ValidatingWebhookConfiguration"}
+                      "ValidatingWebhookConfiguration", "CustomResourceDefinition"}
     for obj in rendered[1]:
         if obj["kind"] in cluster_scoped:
             assert "namespace" not in obj["metadata"]
@@ -799,9 +802,8 @@ def test_user_provided_secret_is_mounted_and_its_ca_trusted(chart, ca_pem):
 
 # --- the Pod ----------------------------------------------------------------------------------
 
-def test_pod_meets_the_restricted_pod_security_standard(rendered):
-    objs = rendered[1]
-    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+def assert_restricted(pod: dict[str, Any]) -> None:
+    """The restricted Pod Security Standard, and resources set."""
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -815,6 +817,12 @@ def test_pod_meets_the_restricted_pod_security_standard(rendered):
         assert not any(p.get("hostPort") for p in c.get("ports", []))
         assert set(c["resources"]) == {"requests", "limits"}
         assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
+
+
+def test_pod_meets_the_restricted_pod_security_standard(rendered):
+    objs = rendered[1]
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    assert_restricted(pod)
     volumes = {"tls": {"secret"}, "policies": {"configMap"}, "tmp": {"emptyDir"}}  # no hostPath
     if rendered[0] == "client-certificates":
         volumes["client-ca"] = {"secret"}
@@ -1085,3 +1093,114 @@ def test_notes_say_what_the_enabled_webhooks_do(chart: hp.Chart, validating: boo
     text = " ".join(notes.split())
     assert expected in text, text
     assert "now and" not in text and "now." not in text
+
+
+# --- the audit CronJob, its RBAC, the PolicyReport CRD -----------------------------------------
+
+def audit_pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]
+
+
+def test_audit_and_the_crd_are_off_by_default(chart, ca_pem):
+    objs = objects(chart, ca_pem, "defaults")
+    assert {"CronJob", "CustomResourceDefinition"}.isdisjoint(kinds(objs))
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "ClusterRole"] == [RELEASE]
+
+
+def test_the_audit_cronjob_runs_an_audit_podgate_accepts_under_the_servers_policies(chart, ca_pem, tmp_path):
+    objs = objects(chart, ca_pem, "audit")
+    cron = one(objs, "CronJob")
+    assert cron["spec"]["schedule"] == "17 * * * *" and cron["spec"]["timeZone"] == "Europe/Berlin"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = audit_pod(objs)["spec"]
+    assert_restricted(pod)
+    assert pod["restartPolicy"] == "Never"
+    [c] = pod["containers"]
+    assert c["command"][:2] == ["podgate", "audit"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert f"--policies={mounts['policies']}" in c["command"]
+    # the parser checks that the directory exists: here, a stand-in for the mounted ConfigMap
+    command = [a.replace(mounts["policies"], str(tmp_path)) for a in c["command"][1:]]
+    args = build_parser().parse_args(command)
+    assert (args.kube_api, args.write_reports, args.exit_zero) == ("in-cluster", True, True)
+    assert args.namespace is None and args.request_timeout == 60 and args.page_size == 500
+    server = one(objs, "Deployment")["spec"]["template"]["spec"]
+    policies = {v["name"]: v for v in pod["volumes"]}["policies"]
+    assert policies == {v["name"]: v for v in server["volumes"]}["policies"]  # the same ConfigMap
+    assert pod["serviceAccountName"] == f"{RELEASE}-audit" != server["serviceAccountName"]
+
+
+def test_audit_pods_are_never_selected_as_webhook_servers(chart, ca_pem):
+    objs = objects(chart, ca_pem, "audit")
+    labels = audit_pod(objs)["metadata"]["labels"]
+    selectors = [one(objs, "Service")["spec"]["selector"],
+                 one(objs, "Deployment")["spec"]["selector"]["matchLabels"],
+                 one(objs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+                 one(objs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"]]
+    for selector in selectors:
+        assert not all(labels.get(k) == v for k, v in selector.items()), selector
+
+
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(verb, group, resource) for rule in role["rules"] for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def test_the_audit_role_grants_what_an_audit_asks_for(chart, ca_pem, default_policies, tmp_path):
+    """Every (verb, group, resource) that ``podgate audit --write-reports`` sends the stand-in API
+    server, on Pods of every owner kind, creating, updating and emptying reports, is in the
+    ClusterRole; and the role grants nothing beyond reading workloads and writing PolicyReports."""
+    from webhook.cli import audit
+    from .test_audit import app_pod, cluster, deployment
+    from .stand_in_apiserver import StandInAPIServer
+
+    objs = objects(chart, ca_pem, "audit")
+    role = one(objs, "ClusterRole", f"{RELEASE}-audit")
+    binding = one(objs, "ClusterRoleBinding", f"{RELEASE}-audit")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-audit", "namespace": NAMESPACE}]
+    api = StandInAPIServer().start()
+    try:
+        api.set("shop", {"podgate.io/mesh": "enabled"})
+        api.set("gone", {})
+        deployment(api, "shop", "web", 2)
+        for kind, group, resource in (("StatefulSet", "apps", "statefulsets"), ("DaemonSet", "apps", "daemonsets"),
+                                      ("Job", "batch", "jobs"), ("ReplicationController", "", "replicationcontrollers")):
+            api.put(resource, {"metadata": {"name": kind.lower(), "namespace": "shop"}})
+            version = f"{group}/v1" if group else "v1"
+            api.put("pods", app_pod(f"{kind.lower()}-1", "shop", owner=(version, kind, kind.lower())))
+        api.put("policyreports", {"metadata": {"name": "podgate", "namespace": "gone", "labels": {
+            "app.kubernetes.io/managed-by": "podgate"}}, "results": []})
+        for _ in range(2):  # creates, then updates
+            audit.run(cluster(api), default_policies, audit.Options(write_reports=True, exit_zero=True),
+                      io.StringIO(), io.StringIO())
+    finally:
+        api.stop()
+    asked = api.verbs
+    assert {("create", "wgpolicyk8s.io", "policyreports"), ("update", "wgpolicyk8s.io", "policyreports"),
+            ("get", "batch", "jobs"), ("get", "apps", "deployments")} <= asked
+    assert asked <= granted(role), asked - granted(role)
+    writes = {(v, g, r) for v, g, r in granted(role) if v not in ("get", "list", "watch")}
+    assert {r for _, _, r in writes} == {"policyreports"}
+
+
+def test_the_crd_option_installs_the_policyreport_crd_and_keeps_it(chart, ca_pem):
+    crd = one(objects(chart, ca_pem, "audit"), "CustomResourceDefinition")
+    vendored = next(d for d in yaml.safe_load_all((REPO / "tests" / "data" / "crds" /
+                                                   "wgpolicyk8s.io_policyreports.yaml").read_text()) if d)
+    assert crd["spec"] == vendored["spec"]
+    assert crd["metadata"]["name"] == "policyreports.wgpolicyk8s.io"
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+@pytest.mark.parametrize("values, where", [
+    ({"audit": {"schedule": "hourly"}}, "/audit/schedule"),
+    ({"audit": {"pageSize": 0}}, "/audit/pageSize"),
+    ({"audit": {"enable": True}}, "additional properties 'enable'"),
+    ({"audit": {"resources": {"limits": {"memory": "1GB"}, "requests": {}}}}, "/audit/resources/limits/memory"),
+    ({"policyReports": {"installCRD": "yes"}}, "/policyReports/installCRD"),
+])
+def test_schema_rejects_bad_audit_values(chart, values, where):
+    with pytest.raises(hp.HelmValuesError, match=re.escape(where)):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)

@@ -82,3 +82,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not (kindIs "invalid" .Values.server.gracefulTimeoutSeconds) }}{{ $graceful = .Values.server.gracefulTimeoutSeconds }}{{ end }}
 {{- add (ceil $drain | int) (int $graceful) 5 }}
 {{- end }}
+
+{{/* The audit CronJob's Pods: not the server's selector labels (Service, PDB, NetworkPolicy). */}}
+{{- define "podgate.auditLabels" -}}
+app.kubernetes.io/name: {{ include "podgate.name" . }}-audit
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: audit
+{{- end }}
