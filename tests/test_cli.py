@@ -154,3 +154,43 @@ def test_policy_lint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 def test_console_script_runs() -> None:
     proc = subprocess.run([sys.executable, "-m", "webhook.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("podgate ")
+
+
+def test_review_takes_yaml_and_the_webhook_of_a_recorded_mutate_request(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import base64
+
+    import yaml
+
+    recorded = APISERVER_REVIEWS / "0001_mutate_CREATE_default_single.request.json"
+    code, out, err = run(capsys, "review", str(recorded))
+    assert code == 0, err
+    assert "answered as the mutate webhook (from the file name" in err
+    as_json = json.loads(out)
+    # the mutating webhook's answer: a patch for a Pod in a meshed namespace, or at least no validation
+    assert "patchType" in as_json["response"] or as_json["response"]["allowed"] is True
+
+    # the same request in YAML (suites accept it): the same answer
+    as_yaml = tmp_path / "0001_mutate.request.yaml"
+    as_yaml.write_text(yaml.safe_dump(json.loads(recorded.read_text())))
+    code, out, err = run(capsys, "review", str(as_yaml))
+    assert code == 0, err
+    assert json.loads(out) == as_json
+
+    # a mutate request with a patch, in YAML, answered as mutate without --webhook
+    pod_req = json.loads(recorded.read_text())
+    pod_req["request"]["object"].setdefault("metadata", {}).setdefault("annotations", {})["podgate.io/inject"] = "true"
+    meshed = tmp_path / "meshed-mutate.yaml"
+    meshed.write_text(yaml.safe_dump(pod_req))
+    code, out, _ = run(capsys, "review", str(meshed))
+    answer = json.loads(out)["response"]
+    assert code == 0 and answer["patchType"] == "JSONPatch"
+    assert any(op["path"].startswith("/spec") for op in json.loads(base64.b64decode(answer["patch"])))
+    # --webhook still decides
+    code, out, err = run(capsys, "review", "--webhook", "validate", str(meshed))
+    assert "answered as" not in err and "patch" not in json.loads(out)["response"]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: admission.k8s.io/v1\nkind: [\n")
+    code, _, err = run(capsys, "review", str(bad))
+    assert code == 2 and f"{bad}:3: invalid JSON/YAML" in err and "Traceback" not in err

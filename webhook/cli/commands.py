@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from .. import __version__
 from ..admission import Context, review
@@ -29,12 +30,13 @@ from ..server.certs import (DEFAULT_NAMES, DEFAULT_NAMESPACE, DEFAULT_SERVICE, C
                             service_names, write_certificates)
 from ..server.logs import LEVELS
 from ..server.settings import Settings
+from ..yamlpos import error_line, error_text, load_documents
 from . import check, ci_report, explain, inject_manifests, lint, suite
 from .arguments import (Parser, UsageError, dns_label, existing_dir, existing_file, existing_path, host_port, integer,
                         kube_api, output_dir, san, seconds)
 from .check import EXIT_DENIED, EXIT_OK, EXIT_USAGE
 from .manifests import dump_documents
-from .offline import STEPS
+from .offline import STEPS, webhook_from_name
 
 
 def _policies(args: argparse.Namespace) -> PolicySet:
@@ -162,14 +164,45 @@ _DEMO_REVIEW = json.dumps({
 
 # --- review -----------------------------------------------------------------------------------
 
+def _request_body(source: str, data: bytes) -> bytes | dict[str, Any]:
+    """The request as sent (bytes, for JSON: parsed exactly as the server parses it), or the
+    mapping of a YAML file (suites take recorded requests in YAML too)."""
+    try:
+        orjson.loads(data)
+        return data
+    except orjson.JSONDecodeError:
+        pass
+    if not source.endswith((".yaml", ".yml")) and data.lstrip()[:1] in (b"{", b"["):
+        return data  # JSON with a mistake: the server's message says where
+    try:
+        docs = load_documents(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return data
+    except yaml.YAMLError as exc:
+        line = error_line(exc)
+        raise UsageError(f"{source}{f':{line}' if line else ''}: invalid JSON/YAML: {error_text(exc)}") from None
+    if len(docs) != 1 or not isinstance(docs[0].data, dict):
+        raise UsageError(f"{source}: expected one AdmissionReview object, found "
+                         f"{len(docs)} document{'s' if len(docs) != 1 else ''}" if len(docs) != 1
+                         else f"{source}: expected an AdmissionReview object, not a {type(docs[0].data).__name__}")
+    return docs[0].data
+
+
 def cmd_review(args: argparse.Namespace) -> int:
     source = args.request
     try:
-        body = read_bytes(source, Settings.max_body_bytes)  # what the server would take
+        data = read_bytes(source, Settings.max_body_bytes)  # what the server would take
     except InputFileError as exc:
         raise UsageError(f"{source}: cannot read: {exc}") from None
+    body = _request_body(source, data)
+    webhook = args.webhook
+    if webhook is None:  # as test --init does: a recorded /mutate request says so in its name
+        webhook = webhook_from_name(Path(source).name) if source != "-" else "validate"
+        why = "from the file name" if webhook == "mutate" else "the file name does not say mutate"
+        print(f"podgate: {source}: answered as the {webhook} webhook ({why}; choose with --webhook)",
+              file=sys.stderr)
     ctx = Context(_policies(args), _namespace_labels(args))
-    outcome = review(body, args.webhook, ctx)
+    outcome = review(body, webhook, ctx)
     if outcome.response is None:
         assert outcome.error is not None
         raise UsageError(f"{source}: {outcome.error.message}")
@@ -491,9 +524,10 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("review", help="answer one AdmissionReview request file, as the server would")
     with_policies(p)
-    p.add_argument("--webhook", choices=("validate", "mutate"), default="validate",
-                   help="the webhook the request was sent to: /validate or /mutate (default: validate)")
-    p.add_argument("request", metavar="REQUEST.json", help="an AdmissionReview request, or - for stdin")
+    p.add_argument("--webhook", choices=("validate", "mutate"),
+                   help="the webhook the request was sent to: /validate or /mutate (default: mutate when the "
+                        "file name says mutate, as serve --record names them, else validate)")
+    p.add_argument("request", metavar="REQUEST", help="an AdmissionReview request (JSON or YAML), or - for stdin")
     p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("check", help="check Pods and workload templates in manifests",

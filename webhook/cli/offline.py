@@ -25,6 +25,12 @@ Step = Literal["validate", "mutate", "admit"]  # admit: mutate, apply the patch,
 STEPS: tuple[Step, ...] = ("validate", "mutate", "admit")
 
 
+def webhook_from_name(name: str) -> Literal["validate", "mutate"]:
+    """The webhook a recorded request was sent to, from its file name (``serve --record`` names
+    files ``NNNN_mutate_...`` or ``NNNN_validate_...``): mutate if the name says so."""
+    return "mutate" if "mutate" in name else "validate"
+
+
 def pod_review(pod: Any, namespace: str, *, operation: str = "CREATE", uid: str = "podgate-offline",
                dry_run: bool = True) -> dict[str, Any]:
     """The AdmissionReview the API server would send for creating this Pod."""

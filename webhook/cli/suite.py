@@ -32,7 +32,7 @@ from ..rules import RULES
 from ..yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 from .explain import unknown_rule_message
 from .manifests import Document, ManifestError, read_documents
-from .offline import Admission, Step, admit, pod_review
+from .offline import Admission, Step, admit, pod_review, webhook_from_name
 
 SUITE_NAMES = ("podgate-test.yaml", "podgate-test.yml")
 SCHEMA_FILE = "suite.schema.json"
@@ -538,7 +538,7 @@ def _step_for(path: Path, default: Step | None, is_request: bool) -> Step:
         return default
     if not is_request:
         return "admit"
-    return "mutate" if "mutate" in path.name else "validate"
+    return webhook_from_name(path.name)
 
 
 def _relative(path: Path, base: Path) -> str:
