@@ -5,6 +5,7 @@ Reading files, directories, stdin and the whole corpus is tested in test_check.p
 from __future__ import annotations
 
 import io
+import shutil
 import json
 import subprocess
 import sys
@@ -194,3 +195,29 @@ def test_review_takes_yaml_and_the_webhook_of_a_recorded_mutate_request(
     bad.write_text("apiVersion: admission.k8s.io/v1\nkind: [\n")
     code, _, err = run(capsys, "review", str(bad))
     assert code == 2 and f"{bad}:3: invalid JSON/YAML" in err and "Traceback" not in err
+
+
+def test_check_reports_policy_errors_as_lint_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pod = tmp_path / "pod.yaml"
+    pod.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: a}]}\n")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "p.yaml").write_text("apiVersion: podgate.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\n"
+                                     "spec:\n  rules: {port-collision: block}\n")
+    _, lint_out, _ = run(capsys, "policy", "lint", str(policies))
+    [lint_line] = [line for line in lint_out.splitlines() if ": error: " in line]
+    assert lint_line.startswith(f"{policies / 'p.yaml'}:5: error: /spec/rules/port-collision")
+    for command in (["check", str(pod)], ["inject", str(pod)], ["review", str(APISERVER_REVIEWS / "0002_validate_CREATE_default_single.request.json")]):
+        code, _, err = run(capsys, command[0], "--policies", str(policies), *command[1:])
+        assert code == 2
+        assert lint_line in err.splitlines(), err  # the same line, with the line number
+
+    # a directory of manifests is told so, in one line, not as a schema error per field
+    manifests = tmp_path / "manifests"
+    shutil.copytree(REPO / "tests" / "data" / "suites" / "rules" / "manifests", manifests)
+    code, _, err = run(capsys, "check", "--policies", str(manifests), str(pod))
+    assert code == 2
+    assert err.splitlines() == [
+        f"podgate: {manifests}: this does not look like a policy directory: it holds CronJob, Namespace, Deployment, "
+        "no Policy or MeshProfile (podgate policy files have apiVersion podgate.io/v1alpha1); --policies names the "
+        "directory of those"]

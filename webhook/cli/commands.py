@@ -24,7 +24,7 @@ from ..admission import Context, review
 from ..errors import PodgateError
 from ..files import InputFileError, read_bytes
 from ..namespaces import StaticNamespaceLabels, load_namespace_labels
-from ..policy import PolicySet, load_policy_set
+from ..policy import PolicySet
 from ..rules import RULES
 from ..server.certs import (DEFAULT_NAMES, DEFAULT_NAMESPACE, DEFAULT_SERVICE, CertPaths, ensure_self_signed,
                             service_names, write_certificates)
@@ -40,7 +40,7 @@ from .offline import STEPS, webhook_from_name
 
 
 def _policies(args: argparse.Namespace) -> PolicySet:
-    return load_policy_set(args.policies)
+    return lint.load_policies(args.policies)
 
 
 def _namespace_labels(args: argparse.Namespace) -> StaticNamespaceLabels:
@@ -57,7 +57,7 @@ def _print_json(obj: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..server.runner import BindError, PodgateServer, ServerOptions, prepare_metrics_dir
 
-    load_policy_set(args.policies)  # fail here, with the file and path, not in a booting worker
+    _policies(args)  # fail here, with the file, line and path, not in a booting worker
     if args.namespace_labels:
         load_namespace_labels(args.namespace_labels)
     if bool(args.cert) != bool(args.key):

@@ -28,6 +28,7 @@ from ..files import POLICY_FILE_MAX, InputFileError, read_text
 from ..inject import template_problems
 from ..policy import (
     PolicyLoader,
+    PolicySet,
     load_policy_set,
     mesh_profile_name,
     policy_files,
@@ -200,6 +201,48 @@ def lint(path: Path) -> Report:
         docs = [d for d in docs if Path(d.file) == one_file]
     problems.sort(key=lambda p: (p.file, p.line or 0, p.severity))
     return Report(problems, sum(d.kind == "Policy" for d in docs), sum(d.kind == "MeshProfile" for d in docs))
+
+
+def load_policies(directory: str | Path | None) -> PolicySet:
+    """``load_policy_set`` for the command line: a directory that does not load is reported as
+    ``policy lint`` reports it (file, line, JSON path; the one way policy errors are shown),
+    and a directory of other Kubernetes objects (manifests, say) is told so in one line."""
+    try:
+        return load_policy_set(directory)
+    except PolicyError as exc:
+        if directory is None:
+            raise
+        path = Path(directory)
+        if not path.is_dir():
+            raise
+        if (kinds := _foreign_kinds(path)) is not None:
+            raise PolicyError(f"{path}: this does not look like a policy directory: it holds "
+                              f"{', '.join(kinds)}, no Policy or MeshProfile (podgate policy files have "
+                              f"apiVersion podgate.io/v1alpha1); --policies names the directory of those") from None
+        errors = [str(p) for p in lint(path).problems if p.severity == "error"]
+        if not errors:
+            raise
+        raise PolicyError(f"{path}: {len(errors)} error{'s' if len(errors) != 1 else ''} in the policies "
+                          f"(podgate policy lint {path} says the same):\n" + "\n".join(errors)) from None
+
+
+def _foreign_kinds(directory: Path) -> list[str] | None:
+    """The kinds in a directory whose readable documents are Kubernetes objects but none a
+    Policy or MeshProfile; None when it has one of those, or nothing of the kind."""
+    kinds: dict[str, None] = {}
+    for file in policy_files(directory)[0]:
+        try:
+            docs = [d.data for d in load_documents(read_text(file, POLICY_FILE_MAX, regular_only=True))]
+        except (InputFileError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        for data in docs:
+            kind = data.get("kind") if isinstance(data, dict) else None
+            if kind in ("Policy", "MeshProfile") and isinstance(data, dict) \
+                    and str(data.get("apiVersion", "")).startswith("podgate.io/"):
+                return None
+            if isinstance(kind, str) and kind:
+                kinds.setdefault(kind, None)
+    return list(kinds) or None
 
 
 def _read(path: Path, problems: list[Problem], refused: set[str]) -> Iterator[Doc]:

@@ -27,10 +27,11 @@ from ..admission import Context
 from ..errors import PodgateError
 from ..files import INPUT_FILE_MAX, InputFileError, read_text
 from ..namespaces import StaticNamespaceLabels
-from ..policy import PolicySet, explain_schema_error, load_policy_set, schema_validator
+from ..policy import PolicySet, explain_schema_error, schema_validator
 from ..rules import RULES
 from ..yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 from .explain import unknown_rule_message
+from .lint import load_policies
 from .manifests import Document, ManifestError, read_documents
 from .offline import Admission, Step, admit, pod_review, webhook_from_name
 
@@ -458,7 +459,7 @@ class Runner:
     def policies(self, suite: Suite) -> PolicySet:
         directory = self.override or suite.policies
         if directory not in self._sets:
-            self._sets[directory] = load_policy_set(directory)
+            self._sets[directory] = load_policies(directory)
         return self._sets[directory]
 
     def run(self, suite: Suite, name_filter: str | None = None, update_golden: bool = False) -> Iterator[CaseResult]:
@@ -621,7 +622,7 @@ def init_cases(sources: list[str], suite_dir: Path, runner: Runner, step: Step |
     existing = load_suite(suite_file) if suite_file.exists() else None
     taken = {c.name for c in existing.cases} if existing else set()
     have: dict[InputKey, str] = {c.input_key: c.name for c in existing.cases if c.input_key} if existing else {}
-    policies = runner.policies(existing) if existing else load_policy_set(runner.override)
+    policies = runner.policies(existing) if existing else load_policies(runner.override)
     suite_labels = existing.labels if existing else {}
     ctx = Context(policies, StaticNamespaceLabels({**runner.labels, **suite_labels}))
     read: list[tuple[Path, list[_Input]]] = []
