@@ -37,6 +37,7 @@ from webhook.inject import STATUS_ANNOTATION
 from webhook.namespaces import StaticNamespaceLabels
 from webhook.pods import MIRROR_ANNOTATION
 from webhook.policy import load_policy_set
+from webhook.workloads import WORKLOAD_KINDS
 
 from .conftest import APISERVER_REVIEWS, REPO, recorded, review_for
 
@@ -483,9 +484,14 @@ def test_webhook_settings(rendered):
         ref = hook["clientConfig"]["service"]
         assert (ref["name"], ref["namespace"]) == (service["metadata"]["name"], NAMESPACE)
         assert ref["port"] == service["spec"]["ports"][0]["port"]
-        [rule] = hook["rules"]
+        rule = hook["rules"][0]
+        if hook["name"] == "validate-workloads.podgate.io":
+            assert ref["path"] == "/validate" and hook["failurePolicy"] == "Fail"
+            assert all(r["operations"] == ["CREATE", "UPDATE"] for r in hook["rules"])
+            continue
         assert (rule["apiGroups"], rule["resources"], rule["apiVersions"]) == ([""], ["pods"], ["v1"])
         if kind == "MutatingWebhookConfiguration":
+            assert len(hook["rules"]) == 1
             assert ref["path"] == "/mutate"
             assert rule["operations"] == ["CREATE"]
             assert hook["failurePolicy"] == "Ignore"  # validation, failing closed, checks the final Pod
@@ -493,6 +499,8 @@ def test_webhook_settings(rendered):
         else:
             assert ref["path"] == "/validate"
             assert rule["operations"] == ["CREATE", "UPDATE"]
+            assert hook["rules"][1:] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+                                          "resources": ["pods/ephemeralcontainers"], "scope": "Namespaced"}]
             assert hook["failurePolicy"] == "Fail"
     service_port = service["spec"]["ports"][0]
     assert service_port["targetPort"] in [p["name"] for p in container(objs)["ports"]]
@@ -538,8 +546,8 @@ def sent(hook: dict[str, Any], request: dict[str, Any]) -> bool:
 
 
 def default_hooks(chart: hp.Chart, ca_pem: str) -> dict[str, dict[str, Any]]:
-    return {"mutate" if kind.startswith("Mutating") else "validate": hook
-            for kind, hook in webhooks(objects(chart, ca_pem, "defaults"))}
+    """mutate, validate (Pods) and validate-workloads, by the webhook's name."""
+    return {hook["name"].removesuffix(".podgate.io"): hook for _, hook in webhooks(objects(chart, ca_pem, "defaults"))}
 
 
 MESHED = {"team-a": {"podgate.io/mesh": "enabled"}}  # as tests/data/reviews/apiserver/podgate-test.yaml
@@ -554,7 +562,7 @@ def podgate_answer(request: dict[str, Any], webhook: str, policies: Any) -> Any:
 
 def test_match_conditions_compile_to_booleans(chart, ca_pem):
     hooks = default_hooks(chart, ca_pem)
-    assert set(hooks) == {"mutate", "validate"}
+    assert set(hooks) == {"mutate", "validate", "validate-workloads"}
     for hook in hooks.values():
         assert hook["matchConditions"]
         for condition in hook["matchConditions"]:
@@ -730,6 +738,123 @@ def test_mutating_match_conditions_skip_only_pods_podgate_never_injects(chart, c
         assert decision.allowed and not decision.patch and decision.reason.startswith("not injected"), decision.reason
     else:
         assert not decision.allowed and STATUS_ANNOTATION in (decision.message or ""), decision.reason
+
+
+# --- workloads and ephemeral containers -----------------------------------------------------------
+
+WORKLOAD_REVIEWS = REPO / "tests" / "data" / "reviews" / "workloads"
+SHOP = {"shop": {"podgate.io/mesh": "enabled"}}  # as tests/data/reviews/workloads/podgate-test.yaml
+
+
+def test_the_workload_webhook_registers_exactly_the_kinds_podgate_reads(chart, ca_pem):
+    hook = default_hooks(chart, ca_pem)["validate-workloads"]
+    registered = {(group, resource) for rule in hook["rules"] for group in rule["apiGroups"]
+                  for resource in rule["resources"]}
+    assert registered == {(w.group, w.kind.lower() + "s") for w in WORKLOAD_KINDS.values()}
+    assert all(rule["apiVersions"] == ["v1"] for rule in hook["rules"])
+
+
+def test_workload_validation_can_be_turned_off(chart, ca_pem):
+    values = {"certs": {"mode": "secret", "secret": {"name": "tls", "caBundle": ca_pem}},
+              "webhook": {"validating": {"workloads": False}}}
+    names = [hook["name"] for _, hook in webhooks(render(chart, with_image(values)))]
+    assert names == ["mutate.podgate.io", "validate.podgate.io"]
+
+
+def _recorded_workload_answer(request: dict[str, Any], policies: Any) -> Any:
+    outcome = review({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request},
+                     "validate", Context(policies, StaticNamespaceLabels(SHOP)))
+    assert outcome.decision is not None
+    return outcome.decision
+
+
+# file-name prefix -> sent to podgate by the default chart (recorded validate requests of workloads)
+WORKLOADS_SENT = {
+    "0001": True, "0002": True, "0004": True, "0009": True, "0012": True, "0030": True,  # CREATEs by kubectl
+    "0003": False, "0018": False, "0025": False,  # the deployment controller's new ReplicaSets
+    "0017": True,  # the image changed: a new template
+    "0022": False,  # only the Deployment's own annotation changed
+    "0023": False, "0026": False, "0027": False,  # scale steps of a rollout
+    "0024": True,  # the template opts out
+}
+
+
+def test_recorded_workload_requests_skipped_are_ones_podgate_allows_plainly(chart, ca_pem, default_policies):
+    hooks = default_hooks(chart, ca_pem)
+    seen = set()
+    for path in sorted(WORKLOAD_REVIEWS.glob("*_validate_*.request.json")):
+        request = json.loads(path.read_text())["request"]
+        prefix = path.name[:4]
+        if request["kind"]["kind"] == "Pod":
+            hook = hooks["validate"]
+            assert hook["rules"][0]["resources"] == ["pods"]
+        else:
+            hook = hooks["validate-workloads"]
+            seen.add(prefix)
+            assert sent(hook, request) is WORKLOADS_SENT[prefix], path.name
+        if not sent(hook, request):
+            decision = _recorded_workload_answer(request, default_policies)
+            assert decision.allowed and not decision.warnings, (path.name, decision.message)
+    assert seen == set(WORKLOADS_SENT)
+
+
+def test_ephemeral_container_updates_are_always_sent(chart, ca_pem):
+    hook = default_hooks(chart, ca_pem)["validate"]
+    for path in sorted(WORKLOAD_REVIEWS.glob("*_Pod-ephemeralcontainers_*.request.json")):
+        request = json.loads(path.read_text())["request"]
+        assert request["subResource"] == "ephemeralcontainers"
+        # labels and annotations are those of the Pod before: the Pod condition alone would skip it
+        assert request["object"]["metadata"]["labels"] == request["oldObject"]["metadata"]["labels"]
+        assert sent(hook, request), path.name
+
+
+def _workload_update(changes: dict[str, Any]) -> dict[str, Any]:
+    request = copy.deepcopy(json.loads(next(WORKLOAD_REVIEWS.glob("0017_*")).read_text())["request"])
+    request["oldObject"] = copy.deepcopy(request["object"])
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        node = request["object"]
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        node[key] = value
+    return request
+
+
+@pytest.mark.parametrize("changes, expected", [
+    pytest.param({"spec.replicas": 5}, False, id="scaled"),
+    pytest.param({"metadata.annotations": {"note": "x"}}, False, id="deployment-annotated"),
+    pytest.param({"spec.strategy": {"type": "Recreate"}}, False, id="strategy-changed"),
+    pytest.param({"spec.template.spec.containers.1.ports": [{"containerPort": 9090}]}, True, id="ports-changed"),
+    pytest.param({"spec.template.metadata.annotations": {"podgate.io/inject": "false"}}, True, id="template-opts-out"),
+    pytest.param({"spec.template.metadata.labels": {"app": "web", "v": "2"}}, True, id="template-relabelled"),
+])
+def test_workload_updates_are_sent_when_the_template_changes(chart, ca_pem, default_policies, changes, expected):
+    request = _workload_update(changes)
+    assert sent(default_hooks(chart, ca_pem)["validate-workloads"], request) is expected
+    if not expected:
+        decision = _recorded_workload_answer(request, default_policies)
+        assert decision.allowed and not decision.warnings
+
+
+def test_cronjob_updates_are_sent_when_the_job_template_changes(chart, ca_pem):
+    hook = default_hooks(chart, ca_pem)["validate-workloads"]
+    request = copy.deepcopy(json.loads(next(WORKLOAD_REVIEWS.glob("0012_*")).read_text())["request"])
+    request.update(operation="UPDATE", oldObject=copy.deepcopy(request["object"]))
+    request["object"]["spec"]["schedule"] = "0 * * * *"
+    assert not sent(hook, request)
+    request["object"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["securityContext"] = {"runAsUser": 1000}
+    assert sent(hook, request)
+
+
+def test_a_replica_set_a_person_makes_is_sent_whatever_it_claims_as_owner(chart, ca_pem):
+    hook = default_hooks(chart, ca_pem)["validate-workloads"]
+    request = copy.deepcopy(json.loads(next(WORKLOAD_REVIEWS.glob("0003_*")).read_text())["request"])
+    assert not sent(hook, request)  # the deployment controller's
+    request["userInfo"] = json.loads(next(WORKLOAD_REVIEWS.glob("0001_*")).read_text())["request"]["userInfo"]
+    assert sent(hook, request)
+    request["userInfo"]["username"] = "system:serviceaccount:kube-system:deployment-controller"
+    request["object"]["metadata"]["ownerReferences"][0]["apiVersion"] = "example.com/v1"  # not a Deployment
+    assert sent(hook, request)
 
 
 def test_minimal_installs_only_the_validating_webhook(chart, ca_pem):
