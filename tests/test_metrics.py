@@ -320,3 +320,34 @@ def test_serve_makes_and_removes_its_own_metrics_dir(tmp_path):
         assert counted == 10
         assert made[0].is_dir()
     assert not made[0].exists()
+
+
+def test_kinds_podgate_does_not_read_are_allowed_and_counted_by_kind(client):
+    before = scrape(client)
+    widget = review_for(pod(ctr("a")))
+    widget["request"]["kind"] = {"group": "example.com", "version": "v1", "kind": "Widget"}
+    config = review_for(pod(ctr("a")))
+    config["request"]["kind"] = {"group": "", "version": "v1", "kind": "ConfigMap"}
+    deployment = json.loads(next((APISERVER_REVIEWS.parent / "workloads").glob("0001_*")).read_text())
+    for body, webhook in ((widget, "validate"), (widget, "mutate"), (config, "validate"), (deployment, "validate")):
+        response = client.post(f"/{webhook}", json=body)
+        assert response.status_code == 200
+        if body is not deployment:
+            assert response.get_json()["response"]["allowed"] is True
+    after = scrape(client)
+    name = "podgate_unknown_kinds_total"
+    assert value(after, name, webhook="validate", kind="example.com/Widget") \
+        - value(before, name, webhook="validate", kind="example.com/Widget") == 1
+    assert value(after, name, webhook="mutate", kind="example.com/Widget") \
+        - value(before, name, webhook="mutate", kind="example.com/Widget") == 1
+    assert value(after, name, webhook="validate", kind="ConfigMap") - value(before, name, webhook="validate",
+                                                                             kind="ConfigMap") == 1
+    assert not any(labels and dict(labels).get("kind") == "apps/Deployment" for (n, labels) in after if n == name)
+
+
+def test_kind_labels_are_bounded(monkeypatch):
+    monkeypatch.setattr(metrics, "_kind_labels", set())
+    assert len(metrics.kind_label("x" * 1000, "K")) == metrics.MAX_KIND_LENGTH
+    labels = {metrics.kind_label("example.com", f"Kind{i}") for i in range(metrics.MAX_KIND_LABELS * 2)}
+    assert len(labels) == metrics.MAX_KIND_LABELS and "other" in labels
+    assert metrics.kind_label("example.com", "Kind0") == "example.com/Kind0"  # those seen keep their label

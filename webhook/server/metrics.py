@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ..workloads import workload_kind
 from . import metrics_files
 from .metrics_files import MULTIPROC_ENV
 
@@ -44,6 +45,10 @@ LATENCY = Histogram("podgate_admission_duration_seconds",
 VIOLATIONS = Counter("podgate_violations_total",
                      "Rule violations found, by rule and the action the policy gave it (deny, warn, audit).",
                      ["rule", "action"])
+UNKNOWN_KINDS = Counter("podgate_unknown_kinds_total",
+                        "Requests for kinds podgate does not read, allowed unchecked, by webhook and kind "
+                        "(group/Kind; kinds beyond the first 64 a worker sees are counted as other).",
+                        ["webhook", "kind"])
 INJECTIONS = Counter("podgate_injections_total",
                      "Mutating decisions on Pods: result injected or skipped, with the reason for a skip.",
                      ["result", "reason"])
@@ -89,6 +94,23 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
+MAX_KIND_LABELS = 64
+MAX_KIND_LENGTH = 128
+_kind_labels: set[str] = set()
+
+
+def kind_label(group: str, kind: str) -> str:
+    """The label of a request's kind: whoever can reach the webhook chooses it, so the set of
+    values is bounded (and each value's length)."""
+    label = (f"{group}/{kind}" if group else kind)[:MAX_KIND_LENGTH] or "<none>"
+    if label in _kind_labels:
+        return label
+    if len(_kind_labels) >= MAX_KIND_LABELS:
+        return "other"
+    _kind_labels.add(label)
+    return label
+
+
 def skip_label(reason: str) -> str:
     """The metric label for a decision's skip reason."""
     reason = reason.removeprefix("not injected: ")
@@ -118,6 +140,8 @@ def sample(webhook: str, outcome: Outcome, seconds: float) -> Sample:
     req, decision = outcome.request, outcome.decision
     operation = req.operation if req is not None and req.operation in _OPERATIONS else "unknown"
     counters = [_child(REQUESTS, webhook, operation, result_label(outcome))]
+    if req is not None and not req.is_pod and workload_kind(req.group, req.kind) is None:
+        counters.append(_child(UNKNOWN_KINDS, webhook, kind_label(req.group, req.kind)))
     if decision is not None:
         for finding in decision.findings:
             counters.append(_child(VIOLATIONS, finding.violation.rule, finding.action))
