@@ -2,9 +2,10 @@
 
 Each ``X.yaml`` is a Pod; ``X.yaml.injected`` is the Pod after the JSON Patch that /mutate
 returns has been applied with jsonpatch, as the API server would. ``X.policies/`` gives a case
-its own policy directory; ``X.error`` holds the expected denial. Every result is validated
-against the Kubernetes Pod schema (strict), injected twice (nothing changes the second time),
-and validated by podgate itself. Regenerate with ``REFRESH_GOLDEN=true``.
+its own policy directory (``revision-*.yaml`` cases share ``revision.policies/``: a case
+``A-B.yaml`` without its own takes the one of its longest prefix ``A``); ``X.error`` holds the
+expected denial. Every result is validated against the Kubernetes Pod schema (strict), injected
+twice (nothing changes the second time), and validated by podgate itself. Regenerate with ``REFRESH_GOLDEN=true``.
 """
 
 from __future__ import annotations
@@ -30,13 +31,28 @@ from .conftest import DATA
 INJECT = DATA / "inject"
 REFRESH = os.environ.get("REFRESH_GOLDEN") == "true"
 CASES = sorted(INJECT.glob("*.yaml"))
-LABELS = StaticNamespaceLabels({"meshed": {"podgate.io/mesh": "enabled"}})
+LABELS = StaticNamespaceLabels({
+    "meshed": {"podgate.io/mesh": "enabled"},
+    "canary": {"podgate.io/mesh": "enabled", "podgate.io/rev": "canary"},
+    "misspelt": {"podgate.io/mesh": "enabled", "podgate.io/rev": "canery"},
+    "rev-only": {"podgate.io/rev": "canary"},
+})
+
+
+def policy_dir(case: Path) -> Path | None:
+    """The case's own policies, else those of its family (the longest ``-`` prefix), else None:
+    the bundled ones."""
+    parts = case.stem.split("-")
+    for n in range(len(parts), 0, -1):
+        candidate = case.with_name("-".join(parts[:n]) + ".policies")
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 @functools.cache
 def policies_for(case: Path) -> PolicySet:
-    own = case.with_suffix(".policies")
-    return load_policy_set(own if own.is_dir() else None)
+    return load_policy_set(policy_dir(case))
 
 
 def request_for(pod: dict[str, Any]) -> AdmissionRequest:
@@ -154,7 +170,7 @@ def test_the_patch_applies_to_whatever_the_pod_lacks(policies: str, spec: dict[s
 
 # --- the served /mutate and `podgate inject` agree with the golden files, byte for byte ---------
 
-SERVED_CASES = [c for c in CASES if not c.with_suffix(".policies").is_dir() and not c.with_suffix(".error").exists()]
+SERVED_CASES = [c for c in CASES if policy_dir(c) is None and not c.with_suffix(".error").exists()]
 
 
 @pytest.fixture(scope="module")

@@ -217,7 +217,8 @@ def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
         return "mirror pod (managed by the kubelet)"
     # The proxy counts where it runs for the Pod's life: a native sidecar or an app container. A
     # classic init container of that name exits first; plan() refuses it rather than skip the Pod.
-    proxy = pod.running_container(mesh.profile.proxy.name)
+    # Its name is the one of the profile the Pod was injected with (or would be: its revision's).
+    proxy = pod.running_container(mesh.judging_profile(pod, labels).proxy.name)
     if proxy is not None:
         if STATUS_ANNOTATION in pod.annotations:
             return ALREADY_INJECTED
@@ -238,8 +239,12 @@ def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
         return f'opted out ({mesh.annotation}: "false")'
     if not mesh.requires(pod, labels):
         return "not selected for the mesh by policy"
-    if mesh.profile.injector is None:
-        return f'mesh profile "{mesh.profile.name}" has no injection template'
+    revision = mesh.revision(pod, labels)
+    if revision.profile is None:  # a typo must not leave the Pod outside the mesh, nor on another proxy
+        raise InjectionError(f"no mesh profile for {revision.describe()}; known revisions: "
+                             f"{', '.join(sorted(mesh.revisions))}")
+    if revision.profile.injector is None:
+        return f'mesh profile "{revision.profile.name}" has no injection template'
     return None
 
 
@@ -454,7 +459,8 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
         return _reinvoked(pod, policy)
     if reason is not None:
         return Plan(skip=reason)
-    inj: Injector = policy.mesh.profile.injector
+    profile = policy.mesh.revision(pod, labels).profile  # skip_reason made sure there is one
+    inj: Injector = profile.injector
     if STATUS_ANNOTATION in pod.annotations:
         raise InjectionError(f'the pod carries {STATUS_ANNOTATION}, but no "{inj.proxy_name}" container runs in '
                              f"it: remove the annotation (copied from an injected pod?) so that podgate can inject "
@@ -465,7 +471,7 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
         assert inj.probes is not None
         probe_ops, originals = _probe_ops(inj.probes, pod, list(pod.containers))
     proxy = _proxy_container(inj, pod, originals)
-    redirect = _redirect_container(inj, pod, policy.mesh.profile.proxy.reserved)
+    redirect = _redirect_container(inj, pod, profile.proxy.reserved)
     for new in (proxy, redirect):
         if new is None or (taken := pod.container(new["name"])) is None:
             continue
@@ -513,7 +519,8 @@ def plan(pod: Pod, policy: Any, labels: Labels | None) -> Plan:
     status = Status(inj.profile, inj.profile_hash, tuple(c["name"] for c in head),
                     (proxy["name"],) if inj.mode == "classic" else (), tuple(v["name"] for v in inj.volumes),
                     pod_containers=tuple(c.name for c in pod.containers),
-                    probes={name: tuple(kinds) for name, kinds in originals.items()})
+                    probes={name: tuple(kinds) for name, kinds in originals.items()},
+                    revision=profile.revision)
     annotations = {STATUS_ANNOTATION: status.to_json()}
     if (default := _default_container(pod, inj.proxy_name)) is not None:
         annotations[DEFAULT_CONTAINER_ANNOTATION] = default
@@ -525,8 +532,10 @@ def _reinvoked(pod: Pod, policy: Any) -> Plan:
     """A Pod podgate injected earlier in this admission (``reinvocationPolicy: IfNeeded``): the
     containers another webhook added since get their probes rewritten; the patch is empty when
     nothing is new, so calling again changes nothing."""
-    inj: Injector | None = policy.mesh.profile.injector
     status = read_status(pod.annotations)
+    # the profile it was injected with (its revision's, not necessarily the default's)
+    profile = policy.mesh.profiles.get(status.profile) if status is not None else None
+    inj: Injector | None = profile.injector if profile is not None else None
     if inj is None or status is None or status.pod_containers is None or status.profile != inj.profile:
         return Plan(skip=ALREADY_INJECTED)  # not a status this podgate can build on: leave the Pod alone
     injected = status.injected() | {inj.proxy_name}
@@ -562,6 +571,7 @@ def _reinvoked(pod: Pod, policy: Any) -> Plan:
         ops.append({"op": "add", "path": f"{where}/env", "value": [{"name": inj.probes.env, "value": value}]})
     updated = Status(status.profile, status.hash, status.init_containers, status.containers, status.volumes,
                      pod_containers=_own_containers(pod, status.injected()),
-                     probes={**status.probes, **{name: tuple(kinds) for name, kinds in originals.items()}})
+                     probes={**status.probes, **{name: tuple(kinds) for name, kinds in originals.items()}},
+                     revision=status.revision)
     ops.extend(_annotation_ops(pod.raw, {STATUS_ANNOTATION: updated.to_json()}))
     return Plan(patch=ops, reinvoked=True)

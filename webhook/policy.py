@@ -27,6 +27,7 @@ from .echo import MESSAGE_MAX, echo
 from .errors import PolicyError
 from .inject import Injector, compile_injector, template_problems
 from .pods import Container, Pod
+from .revisions import Wanted, judging_profile, proxy_state, revision_of, wanted
 from .rules import RULES, Action, ProxySpec, Subject
 from .selectors import Labels, Selector, compile_selector
 from .files import POLICY_FILE_MAX, InputFileError, file_kind, read_text
@@ -134,18 +135,30 @@ class MeshProfile:
     proxy: ProxySpec
     injector: Injector | None  # None: the profile only guards the proxy, it does not inject it
     source: str
+    revision: str = ""  # what podgate.io/rev labels name it by (spec.revision, else the name)
 
 
 @dataclass(frozen=True)
 class MeshSelection:
-    """Which Pods a policy puts in the mesh."""
+    """Which Pods a policy puts in the mesh (whether), and with which profile (which: see
+    webhook/revisions.py)."""
 
-    profile: MeshProfile
+    profile: MeshProfile  # the default revision's
     namespaces: frozenset[str]
     namespace_selector: Selector | None
     pod_selector: Selector | None
     annotation: str
     allow_opt_out: bool
+    revisions: Mapping[str, MeshProfile] = field(default_factory=dict)  # every loaded profile, by revision
+    profiles: Mapping[str, MeshProfile] = field(default_factory=dict)  # every loaded profile, by name
+
+    def revision(self, pod: Pod, namespace_labels: Labels | None) -> Wanted:
+        """The revision (and profile) this Pod should get: its label, its namespace's, the default."""
+        return wanted(pod, namespace_labels, self)
+
+    def judging_profile(self, pod: Pod, namespace_labels: Labels | None) -> MeshProfile:
+        """The profile the Pod was injected with (its status annotation), else its revision's."""
+        return judging_profile(pod, namespace_labels, self)
 
     def opted_out(self, pod: Pod) -> bool:
         return self.allow_opt_out and pod.annotations.get(self.annotation) == "false"
@@ -204,9 +217,10 @@ class Policy:
         if self.mesh is None:
             return Subject(pod, ephemeral=ephemeral)
         selected = self.mesh.selects(pod, namespace_labels)
-        return Subject(pod, self.mesh.profile.proxy, selected and not self.mesh.opted_out(pod), selected,
+        state = proxy_state(pod, namespace_labels, self.mesh)
+        return Subject(pod, state.judging_profile.proxy, selected and not self.mesh.opted_out(pod), selected,
                        requester, self.bypass, ephemeral,
-                       opt_out=self.mesh.annotation if self.mesh.allow_opt_out else None)
+                       opt_out=self.mesh.annotation if self.mesh.allow_opt_out else None, proxy_state=state)
 
 
 BUILTIN_POLICY = Policy(name="builtin", source="<builtin>", actions={})
@@ -319,11 +333,11 @@ def _compile_profile(spec: Mapping[str, Any], name: str, where: str, errors: lis
     probes = injector.probes if injector is not None else None
     return MeshProfile(name, ProxySpec(proxy["name"], proxy["uid"], reserved, helpers, probes, name,
                                        injector.profile_hash if injector else ""),
-                       injector, where)
+                       injector, where, revision_of(spec, name))
 
 
 def _compile_policy(spec: Mapping[str, Any], name: str, where: str, profiles: Mapping[str, MeshProfile],
-                    refused: set[str], errors: list[str]) -> Policy:
+                    revisions: Mapping[str, MeshProfile], refused: set[str], errors: list[str]) -> Policy:
     actions: dict[str, Action] = {}
     for rule_id, action in (spec.get("rules") or {}).items():
         if rule_id not in RULES:
@@ -333,18 +347,24 @@ def _compile_policy(spec: Mapping[str, Any], name: str, where: str, profiles: Ma
     exemptions = spec.get("exemptions") or {}
     mesh = None
     if (mesh_spec := spec.get("mesh")) is not None:
-        profile = profiles.get(mesh_spec["profile"])
-        if profile is None and mesh_spec["profile"] not in refused:
-            errors.append(f"{where}: /spec/mesh/profile: no MeshProfile named {mesh_spec['profile']!r} "
-                          f"(known: {', '.join(sorted(profiles)) or 'none'})")
-        elif profile is not None:
+        if "revision" in mesh_spec:
+            profile = revisions.get(mesh_spec["revision"])
+            if profile is None and mesh_spec["revision"] not in refused:
+                errors.append(f"{where}: /spec/mesh/revision: {unknown_revision(mesh_spec['revision'], revisions)}")
+        else:
+            profile = profiles.get(mesh_spec["profile"])
+            if profile is None and mesh_spec["profile"] not in refused:
+                errors.append(f"{where}: /spec/mesh/profile: no MeshProfile named {mesh_spec['profile']!r} "
+                              f"(known: {', '.join(sorted(profiles)) or 'none'})")
+        if profile is not None:
             mesh = MeshSelection(
                 profile=profile,
                 namespaces=frozenset(mesh_spec.get("namespaces") or ()),
                 namespace_selector=_selector(mesh_spec.get("namespaceSelector")),
                 pod_selector=_selector(mesh_spec.get("podSelector")),
                 annotation=mesh_spec.get("annotation", DEFAULT_ANNOTATION),
-                allow_opt_out=mesh_spec.get("allowOptOut", True))
+                allow_opt_out=mesh_spec.get("allowOptOut", True),
+                revisions=revisions, profiles=profiles)
     bypass = None
     if (bypass_spec := spec.get("meshBypass")) is not None:
         if mesh is None and mesh_spec is None:
@@ -359,6 +379,11 @@ def _compile_policy(spec: Mapping[str, Any], name: str, where: str, profiles: Ma
         exempt_namespaces=frozenset(exemptions.get("namespaces") or ()),
         exempt_selector=_selector(exemptions.get("podSelector")),
         mesh=mesh, bypass=bypass)
+
+
+def unknown_revision(revision: str, revisions: Mapping[str, Any]) -> str:
+    """The message for a revision no loaded MeshProfile has (lint and the loader say the same)."""
+    return f'no mesh profile for revision "{revision}" (known revisions: {", ".join(sorted(revisions)) or "none"})'
 
 
 def _selector(spec: Mapping[str, Any] | None) -> Selector | None:
@@ -382,14 +407,16 @@ def load_policy_set(directory: str | Path | None = None) -> PolicySet:
         except PolicyError as exc:
             errors.append(str(exc))
     valid = []
-    refused: set[str] = set()  # invalid MeshProfiles: their own errors say why, policies naming them need not
+    # invalid MeshProfiles (names and revisions): their own errors say why, policies naming them need not
+    refused: set[str] = set()
     for where, doc in docs:
         problems = _schema_errors(doc, where)
         errors.extend(problems)
         if not problems:
             valid.append((where, doc))
         elif (profile_name := mesh_profile_name(doc)) is not None:
-            refused.add(profile_name)
+            spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+            refused.update((profile_name, revision_of(spec, profile_name)))
     if not sources:
         errors.append(f"{root}: no policy files (*.yaml) found")
         errors.extend(skipped)
@@ -401,13 +428,20 @@ def load_policy_set(directory: str | Path | None = None) -> PolicySet:
             if name in profiles:
                 errors.append(f"{where}: /metadata/name: MeshProfile {name!r} is also defined in {profiles[name].source}")
             profiles[name] = _compile_profile(doc["spec"], name, where, errors)
+    revisions: dict[str, MeshProfile] = {}
+    for profile in profiles.values():
+        if (other := revisions.get(profile.revision)) is not None:
+            at = "/spec/revision" if profile.revision != profile.name else "/metadata/name"
+            errors.append(f"{profile.source}: {at}: revision {profile.revision!r} is also the revision of "
+                          f"MeshProfile {other.name!r} ({other.source}); each revision names one profile")
+        revisions.setdefault(profile.revision, profile)
     policies: list[Policy] = []
     for where, doc in valid:
         if doc["kind"] == "Policy":
             name = doc["metadata"]["name"]
             if any(p.name == name for p in policies):
                 errors.append(f"{where}: /metadata/name: Policy {name!r} is defined twice")
-            policies.append(_compile_policy(doc["spec"], name, where, profiles, refused, errors))
+            policies.append(_compile_policy(doc["spec"], name, where, profiles, revisions, refused, errors))
     defaults = [p for p in policies if p.is_default]
     if len(defaults) > 1:
         errors.append(f"{defaults[1].source}: /spec/match: only one policy may omit match (the default); "

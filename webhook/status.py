@@ -32,15 +32,19 @@ class Status:
     volumes: tuple[str, ...] = ()
     pod_containers: tuple[str, ...] | None = None
     probes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    revision: str | None = None  # None: written before profiles had revisions (webhook/revisions.py)
 
     def injected(self) -> frozenset[str]:
         """The names of the containers podgate added."""
         return frozenset(self.init_containers) | frozenset(self.containers)
 
     def to_json(self) -> str:
-        out: dict[str, Any] = {"profile": self.profile, "hash": self.hash,
-                               "initContainers": list(self.init_containers), "containers": list(self.containers),
-                               "volumes": list(self.volumes)}
+        out: dict[str, Any] = {"profile": self.profile}
+        if self.revision is not None:
+            out["revision"] = self.revision
+        out |= {"hash": self.hash,
+                "initContainers": list(self.init_containers), "containers": list(self.containers),
+                "volumes": list(self.volumes)}
         if self.pod_containers is not None:
             out["podContainers"] = list(self.pod_containers)
         if self.probes:
@@ -80,5 +84,8 @@ def read_status(annotations: Mapping[str, str]) -> Status | None:
         if (kinds := _names(kinds)) is None:
             return None
         probes[name] = kinds
+    revision = data.get("revision")
+    if revision is not None and not isinstance(revision, str):
+        return None
     return Status(data["profile"], data["hash"], lists["initContainers"] or (), lists["containers"] or (),
-                  lists["volumes"] or (), pod_containers, probes)
+                  lists["volumes"] or (), pod_containers, probes, revision)

@@ -34,7 +34,9 @@ from ..policy import (
     policy_files,
     reserved_ports,
     schema_problems,
+    unknown_revision,
 )
+from ..revisions import revision_of
 from ..rules import RULES
 from ..yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 from .explain import unknown_rule_message
@@ -264,7 +266,7 @@ def _read(path: Path, problems: list[Problem], refused: set[str]) -> Iterator[Do
             at = schema_error_path(best)
             problems.append(Problem("error", label, ydoc.line(at), json_pointer(at), message))
         if errors and (name := mesh_profile_name(ydoc.data)) is not None:
-            refused.add(name)
+            refused.update((name, revision_of(_map(ydoc.data.get("spec")), name)))
         data = _prune(ydoc.data, [best for best, _ in errors])
         if isinstance(data, dict) and data.get("kind") in ("Policy", "MeshProfile"):
             # the other checks still run, on the parts that are well-formed
@@ -282,6 +284,16 @@ def _semantics(docs: list[Doc], refused: set[str]) -> list[Problem]:
                                          f"MeshProfile {d.name!r} is also defined in {profiles[d.name].file}"))
                 profiles[d.name] = d
             out += _profile(d)
+    revisions: dict[str, Doc] = {}
+    for d in profiles.values():
+        revision = revision_of(d.spec, d.name or "")
+        if revision in revisions:
+            other = revisions[revision]
+            at = ["spec", "revision"] if "revision" in d.spec else ["metadata", "name"]
+            out.append(d.problem("error", at, f"revision {revision!r} is also the revision of MeshProfile "
+                                              f"{other.name!r} ({other.file}); each revision names one profile"))
+        else:
+            revisions[revision] = d
     policies = [d for d in docs if d.kind == "Policy"]
     seen: dict[str, Doc] = {}
     default: Doc | None = None
@@ -310,7 +322,7 @@ def _semantics(docs: list[Doc], refused: set[str]) -> list[Problem]:
                                      f"first (file order): this policy never governs it"))
             else:
                 matched[ns] = d
-        out += _policy(d, profiles, refused)
+        out += _policy(d, profiles, revisions, refused)
     return out
 
 
@@ -411,7 +423,7 @@ def _start_order(d: Doc, injection: Mapping[str, Any], container: Mapping[str, A
                         "for the proxy), or use mode: native with a startupProbe")
 
 
-def _policy(d: Doc, profiles: Mapping[str, Doc], refused: set[str]) -> Iterator[Problem]:
+def _policy(d: Doc, profiles: Mapping[str, Doc], revisions: Mapping[str, Doc], refused: set[str]) -> Iterator[Problem]:
     spec = d.spec
     exemptions = _map(spec.get("exemptions"))
     exempt = [ns for ns in _list(exemptions.get("namespaces")) if isinstance(ns, str)]
@@ -433,16 +445,19 @@ def _policy(d: Doc, profiles: Mapping[str, Doc], refused: set[str]) -> Iterator[
     for key in ("namespaceSelector", "podSelector"):
         if mesh.get(key) == {}:
             yield d.problem("warning", ["spec", "mesh", key], "an empty selector matches everything: every Pod is meshed")
-    name = mesh.get("profile")
+    key = "revision" if "revision" in mesh else "profile"
+    name = mesh.get(key)
     if not isinstance(name, str) or name in refused:  # a profile with errors of its own: judged by them
         return
-    if name not in profiles:
-        yield d.problem("error", ["spec", "mesh", "profile"],
-                        f"no MeshProfile named {name!r} (known: {', '.join(sorted(profiles)) or 'none'})")
+    known = revisions if key == "revision" else profiles
+    if name not in known:
+        message = unknown_revision(name, revisions) if key == "revision" else \
+            f"no MeshProfile named {name!r} (known: {', '.join(sorted(profiles)) or 'none'})"
+        yield d.problem("error", ["spec", "mesh", key], message)
         return
-    profile = profiles[name]
+    profile = known[name]
     missing_proxy = _map(spec.get("rules")).get("missing-proxy", RULES["missing-proxy"].default_action)
     if not profile.spec.get("injection") and missing_proxy == "deny":
-        yield d.problem("warning", ["spec", "mesh", "profile"],
+        yield d.problem("warning", ["spec", "mesh", key],
                         f"MeshProfile {profile.name!r} has no injection and missing-proxy is deny: every Pod this "
                         "policy meshes is denied unless another injector adds the proxy first")

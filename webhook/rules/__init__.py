@@ -19,6 +19,7 @@ from ..status import STATUS_ANNOTATION, read_status
 
 if TYPE_CHECKING:
     from ..bypass import BypassPolicy, Requester
+    from ..revisions import ProxyState
 
 # Enough to explain any real Pod; a bound on the work and the answer for a hostile one.
 MAX_FINDINGS_PER_RULE = 20
@@ -91,6 +92,8 @@ class Subject:
     # ephemeral containers run then, and they look at these containers only.
     ephemeral: tuple[Container, ...] | None = None
     opt_out: str | None = None  # the annotation that opts a Pod out; None: the policy allows no opt-out
+    # which revision and profile the Pod should have and which it was injected with (None: not known)
+    proxy_state: ProxyState | None = None
 
     @property
     def checked(self) -> tuple[Container, ...]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import orjson
 
 from ..inject import STATUS_ANNOTATION
-from ..pods import Pod, Role
+from ..pods import Container, Pod, Role
 from . import Subject, Violation, rule
 
 
@@ -214,7 +214,13 @@ def injected_profile(pod: Pod) -> tuple[str, str] | None:
               "9c1b0e7a2d4f6b88")
 def stale_proxy(s: Subject) -> Iterator[Violation]:
     proxy = s.proxy_container
-    if proxy is None or s.proxy is None or not s.proxy.profile_hash:
+    if proxy is None or s.proxy is None:
+        return
+    if s.proxy_state is not None:  # revisions known: the profile it should have may be another one
+        if (origin := s.proxy_state.stale) is not None:
+            yield _stale(s, proxy, origin)
+        return
+    if not s.proxy.profile_hash:
         return
     recorded = injected_profile(s.pod)
     if recorded is None:
@@ -227,7 +233,11 @@ def stale_proxy(s: Subject) -> Iterator[Violation]:
     else:
         origin = (f'mesh profile "{profile[:63]}" (hash {digest[:16]}), but its policy now uses mesh profile '
                   f'"{s.proxy.profile}" (hash {s.proxy.profile_hash})')
-    yield Violation(
+    yield _stale(s, proxy, origin)
+
+
+def _stale(s: Subject, proxy: Container, origin: str) -> Violation:
+    return Violation(
         "stale-proxy",
         f'[stale-proxy] pod "{s.pod.display_name}" runs the proxy "{proxy.name}" injected from {origin}: restart '
         f"the pod's workload so that it gets the current proxy",
