@@ -8,7 +8,9 @@ Fenced blocks are recognised by their info string:
   stderr, as a terminal shows them) must equal the lines under it;
 - ```bash lines that start with ``podgate`` must at least parse with podgate's argument parser
   (``podgate serve`` cannot run inside a doc example).
-Each doc gets its own workspace: a copy of docs/examples/ plus the bundled policies in policies/.
+Each doc gets its own workspace: a copy of docs/examples/ plus the bundled policies in policies/;
+a doc with a ```bash setup block makes it with those lines, as a reader pastes them (run from the
+top of the checkout, a scratch directory under the test's TMPDIR).
 ``UPDATE_DOCS=1 pytest tests/test_docs.py`` rewrites the outputs of console blocks in place
 (review the diff like code).
 """
@@ -81,7 +83,17 @@ def podgate_console(block: Block) -> bool:
     return block.lang == "console" and bool(commands) and all(c.startswith("podgate ") for c in commands)
 
 
-def workspace(tmp: Path) -> Path:
+def workspace(tmp: Path, doc: Path | None = None) -> Path:
+    setup = [b for b in blocks(doc) if b.lang == "bash" and b.attr("setup")] if doc else []
+    if setup:
+        scratch = tmp / "scratch"
+        scratch.mkdir()
+        proc = subprocess.run(["bash", "-e", "-c", setup[0].text + "\npwd"], cwd=REPO, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "TMPDIR": str(scratch)})
+        assert proc.returncode == 0, f"{setup[0].id}: the setup lines fail:\n{proc.stderr}"
+        ws = Path(proc.stdout.splitlines()[-1])
+        assert ws.is_relative_to(scratch), f"{setup[0].id}: the setup must work in a scratch directory, not {ws}"
+        return ws
     ws = tmp / "ws"
     shutil.copytree(EXAMPLES, ws)
     (ws / "policies").mkdir(exist_ok=True)
@@ -115,7 +127,7 @@ DOCS_WITH_EXAMPLES = [d for d in DOCS if any(podgate_console(b) or b.attr("file"
 @pytest.mark.parametrize("doc", DOCS_WITH_EXAMPLES, ids=lambda d: d.name)
 def test_console_examples_run(doc: Path, tmp_path: Path) -> None:
     """The blocks of one doc run in order in one workspace: files written, commands run."""
-    ws = workspace(tmp_path)
+    ws = workspace(tmp_path, doc)
     text = doc.read_text()
     updates = []
     failures = []
@@ -175,3 +187,110 @@ def test_command_lines_parse(block: Block, line: str) -> None:
 
 def test_there_are_examples() -> None:
     assert DOCS_WITH_EXAMPLES and POLICY_BLOCKS and SUITE_BLOCKS
+
+
+def test_the_policy_guide_sets_up_a_scratch_directory_and_names_every_example_file() -> None:
+    """A reader pastes the guide's commands: they must not write into the checkout, and every file
+    of docs/examples/ is one the guide talks about."""
+    guide = REPO / "docs" / "policy-guide.md"
+    assert [b for b in blocks(guide) if b.lang == "bash" and b.attr("setup")], "no ```bash setup block"
+    text = guide.read_text()
+    for path in EXAMPLES.rglob("*"):
+        if path.is_file() and path.parent == EXAMPLES:
+            assert path.name in text, f"docs/examples/{path.name} is never mentioned in the policy guide"
+
+
+def _json_md_rows(heading: str) -> list[list[str]]:
+    text = (REPO / "docs" / "json.md").read_text()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| ") and not line.startswith("|---")][1:]
+
+
+def test_no_doc_cites_a_file_the_repository_does_not_have() -> None:
+    """The JSON contract used to be cited from DESIGN.md, which is not in the repository."""
+    readmes = [REPO / "README.md", *REPO.glob("docs/*.md"), *REPO.glob("*/README.md"), *REPO.glob("charts/*/README.md")]
+    for doc in readmes:
+        assert "DESIGN.md" not in doc.read_text(), doc
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert (doc.parent / target).exists(), f"{doc}: links to {target}, which does not exist"
+
+
+def test_json_md_documents_every_rule_and_the_fields_it_reports(tmp_path: Path) -> None:
+    from webhook.rules import RULES
+
+    from .test_rules import CASES, MESH_CASES
+
+    fields: dict[str, set[str]] = {}
+    for rules, _, other in _json_md_rows("`violations`: one entry per finding"):
+        for rule in re.findall(r"`([a-z-]+)`", rules):
+            fields[rule] = set(re.findall(r"`([a-z_]+)`", other))
+    assert set(fields) == set(RULES)
+    for case in [*CASES, *MESH_CASES]:
+        for rule, _, extra in case.values[1]:
+            assert set(extra) <= fields[rule], (rule, extra, case.id)
+
+    # the keys of a real run are the documented ones
+    result_keys = {re.sub(r"`", "", k) for row in _json_md_rows("`results`: one entry per Pod or workload")
+                   for k in row[0].split(", ")}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: 3}\n")
+    proc = subprocess.run([sys.executable, "-m", "webhook.cli", "check", "-o", "json", "--namespace-labels",
+                           str(EXAMPLES / "namespaces.yaml"), str(EXAMPLES), str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    report = yaml.safe_load(proc.stdout)
+    assert set(report) == {"results", "errors", "summary"}
+    for result in report["results"]:
+        assert set(result) <= result_keys, set(result) - result_keys
+    assert set(report["summary"]) == {"files", "objects", "denied", "warned", "errors"}
+
+
+def synopsis() -> str:
+    """Every command's usage line, from the parser itself (at 100 columns), under its one-line help."""
+    import argparse
+
+    def subcommands(parser: argparse.ArgumentParser):  # type: ignore[no-untyped-def]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {c.dest: c.help for c in action._choices_actions}
+                for name, sub in action.choices.items():
+                    yield helps.get(name) or "", sub
+
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        lines = []
+        for help_text, sub in subcommands(build_parser()):
+            for inner_help, leaf in list(subcommands(sub)) or [(help_text, sub)]:
+                usage = leaf.format_usage().removeprefix("usage: ").replace(" [-h]", "")
+                lines.append(f"# {inner_help}")
+                lines += [line[len("usage: "):] if line.startswith(" " * 7) else line
+                          for line in usage.rstrip("\n").splitlines()]
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+    return "\n".join(lines) + "\n"
+
+
+def test_readme_synopsis_is_the_parsers() -> None:
+    """The README's command synopsis is every command with every option --help has."""
+    readme = REPO / "README.md"
+    [block] = [b for b in blocks(readme) if b.lang == "text" and b.attr("synopsis")]
+    want = synopsis()
+    if UPDATE and block.text != want:
+        text = readme.read_text()
+        readme.write_text(text[:block.start] + want + text[block.end:])
+        return
+    assert block.text == want, "the README synopsis is stale: UPDATE_DOCS=1 pytest tests/test_docs.py rewrites it"
+
+
+def test_the_docs_name_every_kind_check_reads() -> None:
+    from webhook.workloads import WORKLOAD_KINDS
+
+    for doc in (REPO / "README.md", REPO / "docs" / "policy-guide.md"):
+        text = " ".join(doc.read_text().split())
+        [sentence] = [m for m in re.findall(r"Pod templates of [^.]*\.", text)][:1]
+        for kind in WORKLOAD_KINDS:
+            assert kind in sentence, f"{doc.name}: the kinds check reads lack {kind}: {sentence}"

@@ -168,3 +168,29 @@ def test_bad_quantity_in_a_profile_is_a_policy_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as err:
         load_policy_set(tmp_path)
     assert "mesh-proxy.yaml: /spec/injection/overrides/maxCPU: 'lots' is not a Kubernetes quantity" in str(err.value)
+
+
+def test_allow_opt_out_defaults_to_what_the_schema_says(tmp_path: Path) -> None:
+    """The schema carries the default (editors and docs show it); the loader applies the same."""
+    import json
+
+    from webhook.policy import default_policy_dir, load_policy_set
+
+    schema = json.loads((default_policy_dir() / "policy.schema.json").read_text())
+    [mesh] = [v for v in _walk(schema) if isinstance(v, dict) and "allowOptOut" in v.get("properties", {})]
+    assert mesh["properties"]["allowOptOut"]["default"] is True
+    shutil.copy(default_policy_dir() / "mesh-proxy.yaml", tmp_path)
+    (tmp_path / "p.yaml").write_text("apiVersion: podgate.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\n"
+                                     "spec:\n  mesh: {profile: mesh-proxy, namespaces: [shop]}\n")
+    [policy] = load_policy_set(tmp_path).policies
+    assert policy.mesh is not None and policy.mesh.allow_opt_out is True
+
+
+def _walk(node):  # type: ignore[no-untyped-def]
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
