@@ -91,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServerOptions(bind=args.bind, certfile=cert, keyfile=key, workers=args.workers,
                             threads=args.threads, max_requests=args.max_requests,
                             client_ca=args.client_ca or "", health_bind=args.health_bind or "",
+                            max_connections=args.max_connections,
                             log_level=args.log_level, **{k: v for k, v in timeouts.items() if v is not None})
     metrics_dir, made_here = prepare_metrics_dir() if settings.metrics else (None, False)
     master = os.getpid()
@@ -487,11 +488,15 @@ def build_parser() -> Parser:
                    help=f"threads per worker, 1-{MAX_THREADS}: requests each worker serves at once (default: 4)")
     p.add_argument("--max-requests", type=integer(0, 10**9), default=0, metavar="N",
                    help="recycle a worker after N requests, with 10%% jitter (default: 0, never)")
+    p.add_argument("--max-connections", type=integer(1, 100_000), default=256, metavar="N",
+                   help="connections per worker; at the bound the oldest that has not yet sent a whole "
+                        "request is dropped to take the new one (default: 256)")
     p.add_argument("--max-body-bytes", type=integer(1024, 1 << 30), default=Settings.max_body_bytes, metavar="N",
                    help="refuse larger request bodies with 413, before reading them (default: 3 MiB + 64 KiB)")
     p.add_argument("--request-timeout", type=seconds(0, 300, allow_low=False), default=Settings.request_timeout,
                    metavar="SECONDS",
-                   help="upper bound on a request's time; podgate answers within 80%% of this or of the API "
+                   help="upper bound on a request's time, from the connection's accept (TLS handshake and "
+                        "headers included); podgate answers within 80%% of this or of the API "
                         "server's ?timeout, whichever is shorter (default: 10)")
     p.add_argument("--worker-timeout", type=integer(1, 86400), metavar="SECONDS",
                    help="restart a worker whose main loop is silent this long (default: 30)")

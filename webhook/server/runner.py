@@ -36,6 +36,7 @@ from gunicorn.arbiter import Arbiter
 from ..errors import PodgateError, PolicyError
 from ..store import PolicyStore
 from . import worker
+from .budget import query_budget
 from .logs import GunicornJsonLogger
 from .logs import configure as configure_logging
 from .metrics_files import MULTIPROC_ENV, Archiver
@@ -56,6 +57,8 @@ class ServerOptions:
     client_ca: str = ""  # require client certificates signed by this CA (the API server's)
     drain_seconds: float = 5.0  # on SIGTERM: /readyz fails this long before the listener closes
     health_bind: str = ""  # HOST:PORT of a plaintext listener for probes and metrics only (health.py)
+    # per worker; at the bound the oldest connection that has not sent a whole request makes room
+    max_connections: int = 256
     log_level: str = "info"  # podgate's and gunicorn's: debug, info (decisions), warning, error, critical
 
 
@@ -236,12 +239,17 @@ class PodgateServer(BaseApplication):
     def load_config(self) -> None:
         o = self.options
         worker.BalancedThreadWorker.table = worker.ConnectionTable(max(64, 4 * o.workers))  # before any fork
+        timeout = self.settings.request_timeout
+        worker.BalancedThreadWorker.limits = worker.Limits(
+            request_seconds=timeout, connections=o.max_connections, body_bytes=self.settings.max_body_bytes,
+            budget=lambda query: query_budget(query, timeout))
         metrics_dir = os.environ.get(MULTIPROC_ENV)  # set by prepare_metrics_dir when metrics are on
         values = {
             "bind": [o.bind],
             "workers": o.workers,
             "worker_class": worker.BalancedThreadWorker,
             "threads": o.threads,
+            "worker_connections": o.max_connections + 1,  # the worker itself keeps to max_connections
             "timeout": o.timeout,
             "graceful_timeout": o.graceful_timeout,
             "keepalive": o.keepalive,

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
-from functools import lru_cache
-from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected
 
 from ..admission import Context, Webhook, review
 from ..errors import ReviewError
 from ..review import allowed, dumps, parse_review
 from . import metrics
+from .budget import query_budget, request_budget  # noqa: F401  (request_budget: part of this module's API)
 from .state import State, json_error
+from .worker import CLOSE_KEY, DEADLINE_KEY
 
 bp = Blueprint("admission", __name__)
 # Registered only with Settings.bench_baseline (PODGATE_BENCH_BASELINE=1): never in production.
@@ -26,27 +26,6 @@ log = logging.getLogger("podgate.decision")
 
 def _state() -> State:
     return current_app.extensions["podgate"]
-
-
-# The API server appends ?timeout=10s (the webhook's timeoutSeconds, a Go duration) to the URL.
-GO_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns))+")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-BUDGET_SHARE = 0.8  # of the caller's timeout: the rest is for the network and the API server
-
-
-@lru_cache(maxsize=64)  # the API server sends the same ?timeout= every time: parse it once
-def _query_budget(query: bytes, default: float) -> float:
-    """``request_budget`` of the query's ``timeout``, read as ``request.args.get("timeout")`` would."""
-    pairs = parse_qsl(query.decode(), keep_blank_values=True, errors="werkzeug.url_quote")
-    return request_budget(next((v for k, v in pairs if k == "timeout"), None), default)
-
-
-def request_budget(timeout: str | None, default: float) -> float:
-    """Seconds this request may take: a share of the API server's ``timeout`` (or the default)."""
-    seconds = default
-    if timeout and GO_DURATION.fullmatch(timeout):
-        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)", timeout))
-    return max(0.05, min(seconds, default) * BUDGET_SHARE)
 
 
 def _buffered(environ: dict[str, object]) -> bool:
@@ -66,6 +45,10 @@ def _buffered(environ: dict[str, object]) -> bool:
         return held.nbytes >= length
 
 
+class MalformedBody(Exception):
+    """The body's framing is broken (a bad chunk size, a chunk without its CRLF, a bad trailer)."""
+
+
 def _read_body(deadline: float) -> bytes | None:
     """The body, read within the deadline and the size cap (None: the client was too slow).
 
@@ -82,12 +65,15 @@ def _read_body(deadline: float) -> bytes | None:
     try:
         while True:
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 and sock is not None:  # a body held whole is read, however late
                 return None
             if sock is not None:
                 sock.settimeout(remaining)
             try:
                 chunk = stream.read(64 * 1024)
+            except ParseException as exc:  # gunicorn's chunked-body parser
+                environ[CLOSE_KEY] = True  # where the next request would start is unknown
+                raise MalformedBody(str(exc)[:200]) from None
             except ClientDisconnected:
                 if time.perf_counter() >= deadline - 0.05:
                     return None  # the socket timed out
@@ -105,11 +91,17 @@ def _admit(webhook: Webhook) -> Response:
     if request.mimetype != "application/json":
         return json_error(415, f"Content-Type must be application/json, got {request.mimetype or 'none'!r}")
     state = _state()
-    deadline = started + _query_budget(request.query_string, state.settings.request_timeout)
-    body = _read_body(deadline)
-    if body is None or time.perf_counter() > deadline:
+    deadline = started + query_budget(request.query_string, state.settings.request_timeout)
+    # the connection's own deadline runs from its accept: TLS handshake and headers count too
+    deadline = min(deadline, request.environ.get(DEADLINE_KEY, deadline))
+    try:
+        body = _read_body(deadline)
+    except MalformedBody as exc:
+        return json_error(400, f"malformed request body: {exc}")
+    if body is None:
+        request.environ[CLOSE_KEY] = True  # the rest of the body may still come: never read it
         log.warning("request body not received in time", extra={"fields": {"webhook": webhook}})
-        # gunicorn closes the connection: it drains an unread body only briefly
+        # the worker closes the connection (CLOSE_KEY): draining the rest would hold the thread
         return json_error(408, "the request body did not arrive within the time budget")
     policies = state.store.current  # one read: the whole request sees one policy set
     assert policies is not None  # create_app refuses to start without one

@@ -1,29 +1,88 @@
-"""A gunicorn gthread worker that spreads a few long-lived connections over every worker.
+"""podgate's gunicorn worker: gthread, balanced across workers, and proof against slow clients.
 
-The API server keeps a handful of keep-alive connections to a webhook and sends every request
-over them. gunicorn leaves it to chance which worker accepts a connection (all workers poll the
-same listening socket; whoever wakes first wins), and a busy worker tends to win again: often
+**Balance.** The API server keeps a handful of keep-alive connections to a webhook and sends every
+request over them. gunicorn leaves it to chance which worker accepts a connection (all workers poll
+the same listening socket; whoever wakes first wins), and a busy worker tends to win again: often
 one worker holds every connection and does all the work while the others idle, which halves the
-throughput of two workers. ``SO_REUSEPORT`` only swaps that chance for a hash of the client
-port (one time in eight, four connections still land on one of two workers).
+throughput of two workers. ``SO_REUSEPORT`` only swaps that chance for a hash of the client port.
+Here every worker publishes how many connections it holds in a small table shared across the fork,
+and takes a new one only while it holds no more than the average. The worker holding the fewest
+always qualifies, so a connection never waits for a slot; one that is over its share stops polling
+the listening socket and looks again every ``RECHECK`` seconds.
 
-Here every worker publishes how many connections it holds in a small table shared across the
-fork, and takes a new one only while it holds no more than the average. The worker holding the
-fewest always qualifies, so a connection never waits for a slot; one that is over its share
-stops polling the listening socket and looks again every ``RECHECK`` seconds.
+**Slow clients.** In plain gthread a request thread does the TLS handshake and reads the headers
+with blocking calls and no time limit: a few connections that send a byte now and then hold every
+thread, and ``/healthz`` and the API server's calls go unanswered. Here the worker's event loop
+does the handshake and collects the request head (and a Content-Length body) without blocking; a
+thread only ever gets a request that is all there, so it never waits on a client. Each connection
+has a deadline from its accept (from its first byte, for the next request on a kept-alive one):
+``Limits.request_seconds`` for the handshake, the headers and the body together. A connection that
+misses it is dropped. A worker holds at most ``Limits.connections`` connections; when a new one
+arrives at the bound, the oldest connection that has not yet delivered a complete request makes
+room, so the clients that send their requests whole (the API server, the kubelet's probes) are
+served while the slow ones are dropped.
+
+**Per request.** The answer's head and body leave in one ``send`` (one TLS record, one segment),
+not two; the heartbeat file that tells the master the worker is alive is touched at most once a
+second, not once per request.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
+import re
+import socket
+import ssl
 import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import ThreadWorker
+import selectors
+from gunicorn import http, util
+from gunicorn import sock as gsock
+from gunicorn.http import wsgi
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 RECHECK = 0.05  # seconds: how soon a worker over its share looks again
+HEARTBEAT = 1.0  # seconds between touches of the heartbeat file (the master allows --worker-timeout)
+HEAD_LIMIT = 64 * 1024  # a request head this long without its end goes to gunicorn's parser, which refuses it
+RECV = 256 * 1024
 FREE = -1
 _SLOT = struct.Struct("q")
+# the Content-Length of a request head, lower-cased; gunicorn's parser checks it properly later
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*(?:\r\n|$)")
+
+# WSGI environ keys: where a view finds its connection's deadline (a time.perf_counter() value),
+# and the one a view sets when the connection cannot carry another request (its body could not
+# be parsed, so where the next request would start is unknown).
+DEADLINE_KEY = "podgate.deadline"
+CLOSE_KEY = "podgate.close"
+
+
+def _no_budget(query: bytes) -> float:
+    return float("inf")
+
+
+@dataclass(frozen=True)
+class Limits:
+    request_seconds: float = 10.0  # accept (or first byte) to complete request, per connection
+    connections: int = 256  # per worker
+    body_bytes: int = 3 * 1024 * 1024  # a Content-Length above this goes straight to the app (413)
+    # seconds the body may take after the head, from the request's query (the API server's ?timeout=)
+    budget: Callable[[bytes], float] = _no_budget
+
+
+def _query(head: bytes | bytearray) -> bytes:
+    """The query string of a request head's target (b"" if it has none)."""
+    line = bytes(head[:head.find(b"\r\n")])
+    parts = line.split(b" ")
+    return parts[1].partition(b"?")[2] if len(parts) == 3 else b""
 
 
 class ConnectionTable:
@@ -60,16 +119,87 @@ class ConnectionTable:
         return mine * live <= total
 
 
+def request_complete(buffer: bytes | bytearray, body_limit: int) -> bool:
+    """Whether ``buffer`` holds a whole request head, and the whole body if it has a Content-Length.
+
+    A chunked body, or a head gunicorn will refuse (too long, a length over the limit), counts as
+    complete: the request thread reads or refuses the rest, bounded by the connection's deadline.
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return len(buffer) > HEAD_LIMIT
+    head = bytes(buffer[:end]).lower()
+    if b"\r\ntransfer-encoding" in head:
+        return True
+    found = _CONTENT_LENGTH.search(head)
+    if found is None:
+        return True
+    length = int(found[1])
+    return length > body_limit or len(buffer) - end - 4 >= length
+
+
+class Conn(TConn):
+    """A client connection; while ``buffer`` is not None, the event loop is collecting its request."""
+
+    def __init__(self, cfg: Any, sock: Any, client: Any, server: Any, deadline: float) -> None:
+        super().__init__(cfg, sock, client, server)
+        self.deadline = deadline
+        self.handshaking = False
+        self.head_done = False  # the buffer holds the whole request head
+        self.buffer: bytearray | None = bytearray()
+        self.events = selectors.EVENT_READ
+
+
+class CoalescedResponse(wsgi.Response):
+    """gunicorn's response, holding the head back until the first body bytes, to send both at once."""
+
+    _head = b""
+
+    def send_headers(self) -> None:
+        if self.headers_sent:
+            return
+        tosend = self.default_headers()
+        tosend.extend(["%s: %s\r\n" % (k, v) for k, v in self.headers])
+        self._head = util.to_bytestring("%s\r\n" % "".join(tosend), "latin-1")
+        self.headers_sent = True
+
+    def _flush_head(self) -> bytes:
+        head, self._head = self._head, b""
+        return head
+
+    def _emit_body(self, data: bytes) -> None:
+        head = self._flush_head()
+        if self.chunked:
+            if head:
+                self.sock.sendall(head)
+            util.write_chunk(self.sock, data)
+        else:
+            self.sock.sendall(head + data if head else data)
+
+    def close(self) -> None:
+        if not self.headers_sent:
+            self.send_headers()
+        if head := self._flush_head():
+            self.sock.sendall(head)
+        super().close()
+
+
 class BalancedThreadWorker(ThreadWorker):
-    """gthread, but a worker over its share of the connections lets the others accept."""
+    """gthread, but balanced over the workers and with the request collected by the event loop."""
 
     table: ConnectionTable | None = None  # set in the master before the first fork
     slot: int | None = None  # set by the master's pre_fork hook
+    limits = Limits()  # set in the master before the first fork
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._held_back = False
         self._nr_conns = 0
+        self._notified = 0.0
+        self.collecting: dict[Conn, None] = {}  # connections whose request is not complete, oldest first
+        self._next_deadline = float("inf")  # the earliest deadline in self.collecting, or later
         super().__init__(*args, **kwargs)
+
+    # --- balance ---------------------------------------------------------------------------------
 
     @property  # type: ignore[override]
     def nr_conns(self) -> int:
@@ -88,14 +218,266 @@ class BalancedThreadWorker(ThreadWorker):
         self._held_back = enabled and not self._fair()
         super().set_accept_enabled(enabled and not self._held_back)
 
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self._held_back:
+            timeout = min(timeout, RECHECK)
+        if self.collecting:
+            timeout = max(0.0, min(timeout, self._next_deadline - time.perf_counter()))
+        super().wait_for_and_dispatch_events(timeout)
+
+    def notify(self) -> None:
+        now = time.monotonic()
+        if now - self._notified >= HEARTBEAT:
+            self._notified = now
+            super().notify()
+
+    # --- collecting requests in the event loop ---------------------------------------------------
+
     def accept(self, listener: Any) -> None:
         if not self._fair():
             self.set_accept_enabled(True)  # re-evaluated: stops polling the listener
             return
-        super().accept(listener)
+        try:
+            client, addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        if self.nr_conns >= self.limits.connections and not self._make_room():
+            util.close(client)  # every connection is busy with a complete request: none is slow
+            return
+        self.nr_conns += 1
+        if client.family in (socket.AF_INET, socket.AF_INET6):
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the answer goes out at once
+        conn = Conn(self.cfg, client, addr, listener.getsockname(),
+                    time.perf_counter() + self.limits.request_seconds)
+        try:
+            if self.cfg.is_ssl:
+                conn.sock = gsock.ssl_wrap_socket(client, self.cfg)  # no handshake yet (do_handshake_on_connect)
+                conn.handshaking = True
+            conn.sock.setblocking(False)
+        except (OSError, ValueError) as e:
+            self.log.warning("could not set up TLS for a connection: %s", e)
+            self._drop(conn, registered=False)
+            return
+        self._start_collecting(conn, register=True)
 
-    def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        super().wait_for_and_dispatch_events(min(timeout, RECHECK) if self._held_back else timeout)
+    def _start_collecting(self, conn: Conn, register: bool) -> None:
+        conn.head_done = False
+        conn.events = selectors.EVENT_READ
+        self.collecting[conn] = None
+        self._next_deadline = min(self._next_deadline, conn.deadline)
+        callback = partial(self._collect, conn)
+        if register:
+            self.poller.register(conn.sock, selectors.EVENT_READ, callback)
+        else:
+            self.poller.modify(conn.sock, selectors.EVENT_READ, callback)
+
+    def on_client_socket_readable(self, conn: Conn, client: Any) -> None:
+        """A kept-alive connection has its next request coming: collect it, with a fresh deadline."""
+        self.keepalived_conns.remove(conn)
+        conn.deadline = time.perf_counter() + self.limits.request_seconds
+        conn.buffer = bytearray(conn.parser.unreader.take_buffered())
+        self._start_collecting(conn, register=False)
+        self._collect(conn, conn.sock)
+
+    def _collect(self, conn: Conn, _fileobj: Any) -> None:
+        """Advance the handshake and read what has arrived, without blocking; hand a complete request on."""
+        buffer = conn.buffer
+        assert buffer is not None
+        want = selectors.EVENT_READ
+        try:
+            if conn.handshaking:
+                conn.sock.do_handshake()
+                conn.handshaking = False
+            while not request_complete(buffer, self.limits.body_bytes):
+                self._head_arrived(conn)
+                data = conn.sock.recv(RECV)
+                if not data:
+                    self._drop(conn)  # closed before its request was complete
+                    return
+                buffer += data
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLWantWriteError:
+            want = selectors.EVENT_WRITE
+        except BlockingIOError:
+            pass
+        except (OSError, ValueError):  # ssl.SSLError is an OSError: a bad handshake, a reset
+            self._drop(conn)
+            return
+        except Exception:  # noqa: BLE001  (the event loop serves every connection: it must go on)
+            self.log.exception("collecting a request failed")
+            self._drop(conn)
+            return
+        else:
+            self._dispatch(conn)
+            return
+        if want != conn.events:
+            conn.events = want
+            self.poller.modify(conn.sock, want, partial(self._collect, conn))
+
+    def _head_arrived(self, conn: Conn) -> None:
+        """Once the head is in, the body gets what the request's query allows (never more)."""
+        if conn.head_done or conn.buffer is None or (end := conn.buffer.find(b"\r\n\r\n")) < 0:
+            return
+        conn.head_done = True
+        budget = self.limits.budget(_query(conn.buffer[:end + 2]))
+        if budget < conn.deadline - time.perf_counter():
+            conn.deadline = time.perf_counter() + budget
+            self._next_deadline = min(self._next_deadline, conn.deadline)
+
+    def _dispatch(self, conn: Conn) -> None:
+        buffer, conn.buffer = conn.buffer, None
+        del self.collecting[conn]
+        self.poller.unregister(conn.sock)
+        conn.sock.setblocking(True)
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+            conn.initialized = True
+        conn.parser.unreader.unread(bytes(buffer))
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def _drop(self, conn: Conn, registered: bool = True) -> None:
+        self.collecting.pop(conn, None)
+        if registered:
+            try:
+                self.poller.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+        self.nr_conns -= 1
+        close_now(conn.sock)
+
+    def _make_room(self) -> bool:
+        """At the connection bound: drop the oldest connection still sending its request, else the
+        longest idle kept-alive one (False: neither exists)."""
+        if self.collecting:
+            self._drop(next(iter(self.collecting)))
+            return True
+        if self.keepalived_conns:
+            conn = self.keepalived_conns.popleft()
+            try:
+                self.poller.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            self.nr_conns -= 1
+            close_now(conn.sock)
+            return True
+        return False
+
+    def murder_pending(self) -> None:
+        """gthread's, and the connections past their deadline: one with its head in goes to a thread,
+        which answers 408 at once (the app sees the deadline passed); any other is dropped."""
+        super().murder_pending()
+        now = time.perf_counter()
+        if now < self._next_deadline:
+            return
+        self._next_deadline = float("inf")
+        for conn in list(self.collecting):
+            if conn.deadline > now:
+                self._next_deadline = min(self._next_deadline, conn.deadline)
+            elif conn.head_done:
+                self._dispatch(conn)
+            else:
+                self._drop(conn)
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """gthread's, but a request already read ahead (pipelined) is collected like any other, and a
+        connection that is done is closed at once.
+
+        gthread lingers on the event loop for up to 2 s per closed connection, draining what the
+        client still sends (every other connection waits meanwhile), and counts the connection out
+        twice when that close fails (a socket the thread already closed), which skews the balance.
+        """
+        try:
+            result = fs.result() if not fs.cancelled() else False
+        except Exception:  # noqa: BLE001  (whatever the thread raised, the connection is done)
+            result = False
+        if result is not True:
+            self.nr_conns -= 1
+            close_now(conn.sock)
+        elif self.alive and isinstance(conn, Conn) and conn.parser.unreader.buf.getbuffer().nbytes:
+            conn.sock.setblocking(False)
+            conn.deadline = time.perf_counter() + self.limits.request_seconds
+            conn.buffer = bytearray(conn.parser.unreader.take_buffered())
+            self._start_collecting(conn, register=True)
+            self._collect(conn, conn.sock)
+        else:
+            super().finish_request(conn, fs)  # back to the poller, kept alive
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            for conn in self.collecting:
+                conn.close()
+            self.collecting.clear()
+
+    # --- serving a request (in a thread) --------------------------------------------------------
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        """gthread's, with a response that sends head and body together and the deadline in the environ."""
+        environ: dict[str, Any] = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg,
+                                        response_class=CoalescedResponse)
+            environ["wsgi.multithread"] = True
+            if isinstance(conn, Conn):
+                environ[DEADLINE_KEY] = conn.deadline
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                resp.force_close()
+            if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                if self.log.access_log_enabled:
+                    self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if environ.get(CLOSE_KEY) or resp.should_close():
+                return False
+        except OSError:
+            util.reraise(*sys.exc_info())
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                self.log.exception("Error handling request")
+                util.close_graceful(conn.sock)
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return True
+
+
+def close_now(sock: Any) -> None:
+    """Close without waiting: send FIN, discard what the client has already sent (so the kernel
+    does not answer it with a reset that could cut off our last answer), close."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_WR)  # the raw socket: an SSLSocket would drop its state
+        for _ in range(16):
+            if not socket.socket.recv(sock, RECV, socket.MSG_DONTWAIT):
+                break
+    except (OSError, ValueError):
+        pass
+    util.close(sock)
 
 
 def pre_fork(server: Any, worker: Any) -> None:
