@@ -53,6 +53,7 @@ RECHECK = 0.05  # seconds: how soon a worker over its share looks again
 HEARTBEAT = 1.0  # seconds between touches of the heartbeat file (the master allows --worker-timeout)
 HEAD_LIMIT = 64 * 1024  # a request head this long without its end goes to gunicorn's parser, which refuses it
 RECV = 256 * 1024
+CLOSE_LINGER = 0.5  # seconds a thread reads on after refusing a request it could not read whole
 FREE = -1
 _SLOT = struct.Struct("q")
 # the Content-Length of a request head, lower-cased; gunicorn's parser checks it properly later
@@ -449,7 +450,12 @@ class BalancedThreadWorker(ThreadWorker):
                     self.log.access(resp, req, environ, datetime.now() - request_start)
                 if hasattr(respiter, "close"):
                     respiter.close()
-            if environ.get(CLOSE_KEY) or resp.should_close():
+            if environ.get(CLOSE_KEY):
+                # the client may still be sending: read on briefly, so that closing does not make
+                # the kernel reset the connection and throw away the answer before it is read
+                util.close_graceful(conn.sock, timeout=CLOSE_LINGER, max_drain=self.limits.body_bytes)
+                return False
+            if resp.should_close():
                 return False
         except OSError:
             util.reraise(*sys.exc_info())
