@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py            # everything, about two minutes (make bench)
     .venv/bin/python bench/run.py --quick    # a few seconds: does it run, roughly where are we
-    .venv/bin/python bench/run.py --mode served|inprocess|workers [--json results.json]
+    .venv/bin/python bench/run.py --mode floor|served|inprocess|workers [--json results.json]
 
 Figures are ratios measured in one run (podgate / baseline), because absolute numbers on a
 shared machine drift by 15-20% between runs. bench/README.md explains the method.
@@ -28,6 +28,10 @@ import payloads  # noqa: E402
 import served  # noqa: E402
 
 # The targets, as ratios in one run.
+FLOOR_P50 = 1.20  # podgate's p50 at most this times the standard-library floor webhook's
+FLOOR_P99 = 1.50  # and its p99
+FLOOR_CPU = 1.5  # server CPU per request at most this times the floor's
+FLOOR_OUTLIER = 10.0  # no request above this times the floor's p50 (beyond the floor's own such requests)
 SERVED_LATENCY = 1.10  # p50 and p99 of /validate and /mutate at most this times the baseline's
 SERVED_THROUGHPUT = 0.90  # requests/s at least this times the baseline's
 INPROCESS = 2.0  # review at most this times json.loads + json.dumps (stdlib) of the same bytes
@@ -70,9 +74,7 @@ def run_served(args: argparse.Namespace, tmp: Path, report: Report) -> None:
 
     def expected(path: str, body: bytes) -> Any:
         if path == "/baseline":
-            req = orjson.loads(body)
-            return {"apiVersion": req["apiVersion"], "kind": "AdmissionReview",
-                    "response": {"uid": req["request"]["uid"], "allowed": True}}
+            return _allowed(body)
         return review(body, path.strip("/"), ctx).response  # type: ignore[arg-type]
 
     scenarios: list[tuple[str, str, list[bytes]]] = [
@@ -119,9 +121,70 @@ def run_served(args: argparse.Namespace, tmp: Path, report: Report) -> None:
         server.stop()
 
 
+def pod_creation() -> list[tuple[str, bytes]]:
+    """What the API server sends for one Pod creation: /mutate, then /validate (a two-container Pod)."""
+    pod = payloads.pod("web", [payloads.container("app", [8080]), payloads.container("sidecar", [9090])])
+    body = payloads.envelope(pod, "bench-floor")
+    return [("/mutate", body), ("/validate", body)]
+
+
+def run_floor(args: argparse.Namespace, tmp: Path, report: Report) -> None:
+    from webhook.admission import Context, review
+    from webhook.policy import load_policy_set
+
+    ctx = Context(load_policy_set())
+    requests = pod_creation()
+    podgate = served.Server.start("podgate-floor", tmp, *args.server_args)
+    floor = served.Server.floor(tmp, tmp / "certs")
+    loads: list[tuple[str, served.Load]] = []
+    try:
+        served.check_answers(podgate, lambda path, body: review(body, path.strip("/"), ctx).response,  # type: ignore[arg-type]
+                             requests)
+        served.check_answers(floor, lambda path, body: _allowed(body), requests)
+        loads = [("serial (1 connection, API server)", served.Load([podgate, floor], 1)),
+                 (f"concurrent ({args.connections} connections)", served.Load([podgate, floor], args.connections))]
+        print(f"\n## floor: podgate serve (defaults) against the standard-library webhook (bench/floor.py), "
+              f"one Pod creation = /mutate + /validate, blocks of {args.floor_block * 1000:.0f} ms in A B B A "
+              f"order x {args.floor_rounds} rounds, patterns taking turns\n")
+        patterns = served.run_floor(loads, podgate, floor, requests, args.floor_rounds, args.floor_block)
+        print(f"{'pattern':36} {'server':8} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
+              f"{'max ms':>8} {'server CPU':>11}")
+        for pattern in patterns:
+            for label, side in (("podgate", pattern.podgate), ("floor", pattern.floor)):
+                print(f"{pattern.name if label == 'podgate' else '':36} {label:8} {side.requests:9} "
+                      f"{side.percentile(0.5) * 1000:8.3f} {side.percentile(0.99) * 1000:8.3f} "
+                      f"{side.percentile(0.999) * 1000:9.3f} {max(side.latencies) * 1000:8.2f} "
+                      f"{side.server_cpu_per_request * 1e6:8.0f} µs")
+            r = pattern.ratios()
+            over, floor_over = pattern.outliers(FLOOR_OUTLIER)
+            print(f"{'':36} {'ratio':8} {'':9} {r['p50']:8.2f} {r['p99']:8.2f} {r['p99.9']:9.2f} {'':8} "
+                  f"{r['cpu']:11.2f}   above {FLOOR_OUTLIER:.0f}x floor p50: podgate {over}, floor {floor_over}")
+            report.check(f"floor {pattern.name}: p50 {r['p50']:.2f}x (<= {FLOOR_P50})", r["p50"] <= FLOOR_P50)
+            report.check(f"floor {pattern.name}: p99 {r['p99']:.2f}x (<= {FLOOR_P99})", r["p99"] <= FLOOR_P99)
+            report.check(f"floor {pattern.name}: server CPU per request {r['cpu']:.2f}x (<= {FLOOR_CPU})",
+                         r["cpu"] <= FLOOR_CPU)
+            report.check(f"floor {pattern.name}: {over} podgate requests above {FLOOR_OUTLIER:.0f}x the floor's p50 "
+                         f"(<= the floor's own {floor_over})", over <= floor_over)
+        report.data["floor"] = [
+            {"pattern": p.name, **{f"ratio_{k}": round(v, 3) for k, v in p.ratios().items()},
+             "outliers": dict(zip(("podgate", "floor"), p.outliers(FLOOR_OUTLIER), strict=True)),
+             "podgate": _side(p.podgate), "floor": _side(p.floor)} for p in patterns]
+    finally:
+        for _, load in loads:
+            load.close()
+        podgate.stop()
+        floor.stop()
+
+
+def _allowed(body: bytes) -> Any:
+    req = orjson.loads(body)
+    return {"apiVersion": req["apiVersion"], "kind": "AdmissionReview",
+            "response": {"uid": req["request"]["uid"], "allowed": True}}
+
+
 def _side(side: served.Side) -> dict[str, float]:
-    return {"rps": round(side.rps, 1), "p50_ms": round(side.percentile(0.5) * 1000, 3),
-            "p99_ms": round(side.percentile(0.99) * 1000, 3),
+    return {"rps": round(side.rps, 1), "requests": side.requests, "p50_ms": round(side.percentile(0.5) * 1000, 3),
+            "p99_ms": round(side.percentile(0.99) * 1000, 3), "p99.9_ms": round(side.percentile(0.999) * 1000, 3),
             "server_cpu_us": round(side.server_cpu_per_request * 1e6, 1),
             "client_cpu_us": round(side.client_cpu_per_request * 1e6, 1)}
 
@@ -200,7 +263,7 @@ def run_inprocess(args: argparse.Namespace, report: Report) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds: short blocks, one round")
-    parser.add_argument("--mode", choices=("all", "served", "workers", "inprocess"), default="all")
+    parser.add_argument("--mode", choices=("all", "floor", "served", "workers", "inprocess"), default="all")
     parser.add_argument("--connections", type=int, default=4,
                         help="keep-alive connections (the API server keeps a handful; default 4)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
@@ -211,14 +274,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.block, args.reconnects, args.rounds_workers = 1, 0.05, 1, 1
         args.inproc_rounds, args.inproc_target = 2, 0.002
+        args.floor_rounds, args.floor_block = 1, 0.05
     else:
         args.rounds, args.block, args.reconnects, args.rounds_workers = 6, 0.2, 3, 2
         args.inproc_rounds, args.inproc_target = 6, 0.02
+        args.floor_rounds, args.floor_block = 8, 0.4
 
     report = Report()
     print(f"podgate benchmark on {report.data['machine']}{' (quick)' if args.quick else ''}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="podgate-bench-") as tmp:
+        if args.mode in ("all", "floor"):
+            run_floor(args, Path(tmp), report)
         if args.mode in ("all", "served"):
             run_served(args, Path(tmp), report)
         if args.mode in ("all", "workers"):

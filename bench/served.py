@@ -105,6 +105,33 @@ class Server:
                 raise SystemExit(f"podgate serve not ready after {timeout}s:\n{log.read_text()}")
             time.sleep(0.1)
 
+    @classmethod
+    def floor(cls, tmp: Path, certs: Path, timeout: float = 30.0) -> Server:
+        """The standard-library floor webhook (``floor.py``) with the same certificate, as its own process."""
+        port = free_port()
+        log = tmp / "floor.log"
+        cmd = [sys.executable, str(Path(__file__).resolve().parent / "floor.py"), "--port", str(port),
+               "--cert", str(certs / "tls.crt"), "--key", str(certs / "tls.key")]
+        with open(log, "wb") as out:
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = cls("floor", process, port, certs / "ca.crt", log)
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"the floor webhook exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                conn = Connection(server)
+                status, _ = conn.get("/healthz")
+                conn.close()
+                if status == 200:
+                    return server
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                server.stop()
+                raise SystemExit(f"the floor webhook not ready after {timeout}s:\n{log.read_text()}")
+            time.sleep(0.05)
+
     def ticks(self) -> list[int]:
         """CPU ticks of the master, then of each worker."""
         return [cpu_ticks(self.process.pid)] + [cpu_ticks(w) for w in self.workers]
@@ -406,3 +433,50 @@ def run_scaling(load: Load, two: Server, one: Server, body: bytes, reconnects: i
              (Job(one.name, [post("/validate", body)]), one, b), rounds, seconds)
         out.append((a.rps, b.rps, a.server_ticks[1:]))
     return Scaling(out)
+
+
+# --- against the floor -------------------------------------------------------------------------
+
+@dataclass
+class FloorPattern:
+    """One request pattern (serial: a connection waits for each answer; C connections) against
+    podgate and the floor, each side over the same bodies."""
+
+    name: str
+    connections: int
+    podgate: Side
+    floor: Side
+
+    def ratios(self) -> dict[str, float]:
+        p, f = self.podgate, self.floor
+        return {
+            "p50": p.percentile(0.50) / f.percentile(0.50),
+            "p99": p.percentile(0.99) / f.percentile(0.99),
+            "p99.9": p.percentile(0.999) / f.percentile(0.999),
+            "cpu": p.server_cpu_per_request / f.server_cpu_per_request,
+        }
+
+    def outliers(self, times: float = 10.0) -> tuple[int, int]:
+        """Requests slower than ``times`` the floor's p50: podgate's, the floor's own."""
+        bound = times * self.floor.percentile(0.5)
+        return sum(t > bound for t in self.podgate.latencies), sum(t > bound for t in self.floor.latencies)
+
+
+def run_floor(loads: Sequence[tuple[str, Load]], podgate: Server, floor: Server, requests: Sequence[tuple[str, bytes]],
+              rounds: int, seconds: float) -> list[FloorPattern]:
+    """Every pattern's A B B A blocks (floor, podgate, podgate, floor), the patterns taking turns
+    round by round, so that both patterns and both servers share the same stretch of time."""
+    patterns = [FloorPattern(name, load.n, Side(), Side()) for name, load in loads]
+    raw = [post(path, body) for path, body in requests]
+    for (_, load), pattern in zip(loads, patterns, strict=True):
+        for server in (floor, podgate):
+            load.block(Job(server.name, raw), seconds, None, server)  # warm-up
+    for _ in range(rounds):
+        for (_, load), pattern in zip(loads, patterns, strict=True):
+            for server, side in ((floor, pattern.floor), (podgate, pattern.podgate),
+                                 (podgate, pattern.podgate), (floor, pattern.floor)):
+                load.block(Job(server.name, raw), seconds, side, server)
+    for pattern in patterns:
+        if pattern.podgate.errors or pattern.floor.errors:
+            raise SystemExit(f"{pattern.name}: {pattern.podgate.errors} + {pattern.floor.errors} non-200 answers")
+    return patterns

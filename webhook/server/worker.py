@@ -30,13 +30,16 @@ second, not once per request.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import re
 import socket
 import ssl
 import struct
 import sys
+import termios
 import time
+from concurrent import futures
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +56,9 @@ RECHECK = 0.05  # seconds: how soon a worker over its share looks again
 HEARTBEAT = 1.0  # seconds between touches of the heartbeat file (the master allows --worker-timeout)
 HEAD_LIMIT = 64 * 1024  # a request head this long without its end goes to gunicorn's parser, which refuses it
 RECV = 256 * 1024
+# A whole request up to this size may be served by the event loop itself (when no thread is busy):
+# its answer is small enough to fit the socket's send buffer.
+INLINE_BYTES = 64 * 1024
 CLOSE_LINGER = 0.5  # seconds a thread reads on after refusing a request it could not read whole
 FREE = -1
 _SLOT = struct.Struct("q")
@@ -120,23 +126,27 @@ class ConnectionTable:
         return mine * live <= total
 
 
-def request_complete(buffer: bytes | bytearray, body_limit: int) -> bool:
-    """Whether ``buffer`` holds a whole request head, and the whole body if it has a Content-Length.
+INCOMPLETE, WHOLE, FOR_A_THREAD = 0, 1, 2
 
-    A chunked body, or a head gunicorn will refuse (too long, a length over the limit), counts as
-    complete: the request thread reads or refuses the rest, bounded by the connection's deadline.
-    """
+
+def request_state(buffer: bytes | bytearray, body_limit: int) -> int:
+    """Whether ``buffer`` holds a request: INCOMPLETE (wait for more), WHOLE (head and any
+    Content-Length body are all here), or FOR_A_THREAD (a chunked body, or a head gunicorn will
+    refuse: too long, or a length over the limit; the request thread reads or refuses the rest,
+    bounded by the connection's deadline)."""
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
-        return len(buffer) > HEAD_LIMIT
+        return FOR_A_THREAD if len(buffer) > HEAD_LIMIT else INCOMPLETE
     head = bytes(buffer[:end]).lower()
     if b"\r\ntransfer-encoding" in head:
-        return True
+        return FOR_A_THREAD
     found = _CONTENT_LENGTH.search(head)
     if found is None:
-        return True
+        return WHOLE
     length = int(found[1])
-    return length > body_limit or len(buffer) - end - 4 >= length
+    if length > body_limit:
+        return FOR_A_THREAD
+    return WHOLE if len(buffer) - end - 4 >= length else INCOMPLETE
 
 
 class Conn(TConn):
@@ -198,6 +208,8 @@ class BalancedThreadWorker(ThreadWorker):
         self._notified = 0.0
         self.collecting: dict[Conn, None] = {}  # connections whose request is not complete, oldest first
         self._next_deadline = float("inf")  # the earliest deadline in self.collecting, or later
+        self._in_pool = 0  # requests handed to the thread pool and not yet finished
+        self._inline = False  # the event loop is serving a request itself
         super().__init__(*args, **kwargs)
 
     # --- balance ---------------------------------------------------------------------------------
@@ -291,7 +303,7 @@ class BalancedThreadWorker(ThreadWorker):
             if conn.handshaking:
                 conn.sock.do_handshake()
                 conn.handshaking = False
-            while not request_complete(buffer, self.limits.body_bytes):
+            while not (state := request_state(buffer, self.limits.body_bytes)):
                 self._head_arrived(conn)
                 data = conn.sock.recv(RECV)
                 if not data:
@@ -312,7 +324,7 @@ class BalancedThreadWorker(ThreadWorker):
             self._drop(conn)
             return
         else:
-            self._dispatch(conn)
+            self._dispatch(conn, inline=state == WHOLE and len(buffer) <= INLINE_BYTES)
             return
         if want != conn.events:
             conn.events = want
@@ -328,7 +340,10 @@ class BalancedThreadWorker(ThreadWorker):
             conn.deadline = time.perf_counter() + budget
             self._next_deadline = min(self._next_deadline, conn.deadline)
 
-    def _dispatch(self, conn: Conn) -> None:
+    def _dispatch(self, conn: Conn, inline: bool = False) -> None:
+        """Hand the request on: served right here when no thread is busy, it is whole and small and
+        the client has taken every byte sent to it so far (so the answer cannot block on a full
+        send buffer); to the thread pool otherwise."""
         buffer, conn.buffer = conn.buffer, None
         del self.collecting[conn]
         self.poller.unregister(conn.sock)
@@ -338,7 +353,21 @@ class BalancedThreadWorker(ThreadWorker):
             conn.initialized = True
         conn.parser.unreader.unread(bytes(buffer))
         conn.data_ready = True
-        self.enqueue_req(conn)
+        if inline and not self._in_pool and not self._inline and _unsent(conn.sock) == 0:
+            self._inline = True
+            try:
+                result = self.handle(conn)
+            finally:
+                self._inline = False
+            done: futures.Future[Any] = futures.Future()
+            done.set_result(result)
+            self._finished(conn, done)
+        else:
+            self.enqueue_req(conn)
+
+    def enqueue_req(self, conn: Any) -> None:
+        self._in_pool += 1
+        super().enqueue_req(conn)
 
     def _drop(self, conn: Conn, registered: bool = True) -> None:
         self.collecting.pop(conn, None)
@@ -391,6 +420,10 @@ class BalancedThreadWorker(ThreadWorker):
         client still sends (every other connection waits meanwhile), and counts the connection out
         twice when that close fails (a socket the thread already closed), which skews the balance.
         """
+        self._in_pool -= 1
+        self._finished(conn, fs)
+
+    def _finished(self, conn: Any, fs: Any) -> None:
         try:
             result = fs.result() if not fs.cancelled() else False
         except Exception:  # noqa: BLE001  (whatever the thread raised, the connection is done)
@@ -471,6 +504,14 @@ class BalancedThreadWorker(ThreadWorker):
             except Exception:
                 self.log.exception("Exception in post_request hook")
         return True
+
+
+def _unsent(sock: Any) -> int:
+    """Bytes sent on ``sock`` that the client has not acknowledged yet (-1: unknown)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return -1
 
 
 def close_now(sock: Any) -> None:
