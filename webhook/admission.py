@@ -18,6 +18,7 @@ import jsonpatch
 
 from . import inject
 from .bypass import Requester, requester
+from .echo import echo
 from .errors import InjectionError, NamespaceUnavailable, PodShapeError, ReviewError
 from .pods import Pod, ephemeral_names, new_ephemeral_containers, parse_pod
 from .policy import NamespaceLabels, Policy, PolicySet, no_namespace_labels
@@ -90,6 +91,12 @@ def _real_requester(request: AdmissionRequest) -> Requester | None:
     return None if who.is_controller else who
 
 
+def _where(namespace: str, name: str) -> str:
+    """namespace/name for messages and logs, bounded (webhook.echo): a forged request may carry
+    a megabyte of name."""
+    return f"{echo(namespace)}/{echo(name)}"
+
+
 def _denial_message(where: str, denials: list[str]) -> str:
     return f'pod "{where}" breaks {len(denials)} podgate rule{"s" if len(denials) > 1 else ""}:\n' + "\n".join(denials)
 
@@ -131,18 +138,41 @@ def decide(request: AdmissionRequest, webhook: Webhook, ctx: Context) -> Decisio
         pod = parse_pod(request.object, request.namespace, detailed=webhook == "validate")
     except PodShapeError as exc:
         return _shape_error(exc)
-    where = f"{pod.namespace}/{pod.display_name}"
+    where = _where(pod.namespace, pod.display_name)
     governing = _governing(pod, ctx, where)
     if isinstance(governing, Decision):
         return governing
     policy, labels = governing
     if webhook == "mutate":
         return _mutate(pod, policy, labels, where)
+    refusal = _opt_in_refusal(pod, policy, request, where)
+    if refusal is not None:
+        return refusal
     who = _real_requester(request)
     findings = evaluate(policy.subject(pod, labels, who), policy.actions)
     if request.operation == "UPDATE" and findings:
         findings = _new_findings(findings, request, policy, labels, who)
     return _verdict(findings, policy, where)
+
+
+def _opt_in_refusal(pod: Pod, policy: Policy, request: AdmissionRequest, where: str) -> Decision | None:
+    """/validate denies the opt-in annotation that /mutate refuses ("TRUE"): otherwise, with the
+    mutating webhook failing open, such a Pod would be admitted without its proxy. An UPDATE that
+    keeps the value an old Pod already had is let through, as its other old findings are."""
+    if policy.mesh is None:
+        return None
+    try:
+        inject.check_opt_in(pod, policy.mesh)
+    except InjectionError as exc:
+        if request.operation == "UPDATE":
+            old = request.old_object.get("metadata") if isinstance(request.old_object, dict) else None
+            old_annotations = old.get("annotations") if isinstance(old, dict) else None
+            if isinstance(old_annotations, dict) \
+                    and old_annotations.get(policy.mesh.annotation) == pod.annotations.get(policy.mesh.annotation):
+                return None
+        return Decision(False, "invalid injection override", message=f'pod "{where}": {exc}', code=400,
+                        policy=policy.name, pod=where)
+    return None
 
 
 def _new_findings(findings: list[Finding], request: AdmissionRequest, policy: Policy, labels: Labels | None,
@@ -189,7 +219,7 @@ def _decide_ephemeral(request: AdmissionRequest, ctx: Context) -> Decision:
         added = new_ephemeral_containers(pod, before)
     except PodShapeError as exc:
         return _shape_error(exc)
-    where = f"{pod.namespace}/{pod.display_name}"
+    where = _where(pod.namespace, pod.display_name)
     if not added:
         return Decision(True, "no ephemeral container added", pod=where)
     governing = _governing(pod, ctx, where)
@@ -257,7 +287,7 @@ def _decide_workload(request: AdmissionRequest, kind: WorkloadKind, webhook: Web
     namespace = request.namespace or (meta.get("namespace") if isinstance(meta, dict) else None) or "default"
     if not isinstance(namespace, str):
         namespace = "default"
-    where = f"{namespace}/{name if isinstance(name, str) and name else request.name or '<unnamed>'}"
+    where = _where(namespace, name if isinstance(name, str) and name else request.name or "<unnamed>")
     what = f'{kind.kind.lower()} "{where}"'
     who = requester(request.user)
     if who.is_controller and (owner := owner_that_checks(obj, kind)) is not None:

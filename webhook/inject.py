@@ -26,8 +26,9 @@ import orjson
 from jsonpointer import escape
 from kubernetes.utils.quantity import parse_quantity
 
+from .echo import echo
 from .errors import InjectionError, PodShapeError, PolicyError
-from .pods import Container, Pod, Role
+from .pods import Container, Pod, Role, port_number
 from .proberewrite import (
     REWRITE_ANNOTATION,
     ProbeRewrite,
@@ -224,11 +225,7 @@ def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
             return ALREADY_INJECTED
         where = "a native sidecar" if proxy.role is Role.SIDECAR else "an app container"
         return f'already has a "{proxy.name}" container ({where})'
-    choice = pod.annotations.get(mesh.annotation)
-    if choice is not None and choice not in ("true", "false"):
-        # "True", "yes", "1" would otherwise read as "not opted in" (or not out), silently
-        raise InjectionError(f'annotation {mesh.annotation}: "{choice}" must be "true" (inject the proxy) or '
-                             f'"false" (opt out), in lower case')
+    mesh.choice(pod)  # raises for a value that is neither "true" nor "false" (check_opt_in)
     if pod.host_network:
         return "hostNetwork pod (shares the node's network)"
     if pod.is_windows:
@@ -248,16 +245,23 @@ def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
     return None
 
 
+def check_opt_in(pod: Pod, mesh: Any) -> None:
+    """Raise InjectionError where /mutate refuses the Pod's opt-in annotation (a Pod it could
+    still inject); /validate asks the same, so that the two webhooks give one answer."""
+    if not pod.is_mirror and pod.running_container(mesh.profile.proxy.name) is None:
+        mesh.choice(pod)
+
+
 def _ports_annotation(pod: Pod, key: str) -> list[int]:
     raw = pod.annotations.get(key)
     if raw is None:
         return []
     ports = []
     for part in raw.split(","):
-        part = part.strip()
-        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= 65535:
-            raise InjectionError(f'annotation {key}: "{raw}" is not a comma-separated list of ports 1-65535')
-        ports.append(int(part))
+        number = port_number(part.strip())
+        if number is None:
+            raise InjectionError(f'annotation {key}: "{echo(raw)}" is not a comma-separated list of ports 1-65535')
+        ports.append(number)
     if len(ports) > MAX_EXCLUDED_PORTS:
         raise InjectionError(f"annotation {key}: at most {MAX_EXCLUDED_PORTS} ports, got {len(ports)}")
     return ports
@@ -276,14 +280,14 @@ def _quantity_annotation(pod: Pod, key: str, bound: Bound | None, whole: bool = 
         except (ValueError, ArithmeticError):
             pass
     if value is None or not value.is_finite():
-        raise InjectionError(f'annotation {key}: "{raw}" is not a Kubernetes quantity (e.g. 200m, 256Mi)')
+        raise InjectionError(f'annotation {key}: "{echo(raw)}" is not a Kubernetes quantity (e.g. 200m, 256Mi)')
     if value <= 0:
-        raise InjectionError(f'annotation {key}: "{raw}" must be greater than zero')
+        raise InjectionError(f'annotation {key}: "{echo(raw)}" must be greater than zero')
     if whole and value != value.to_integral_value():
         hint = ' ("m" is thousandths; mebibytes are "Mi")' if raw.endswith("m") else ""
-        raise InjectionError(f'annotation {key}: "{raw}" is not a whole number of bytes{hint}')
+        raise InjectionError(f'annotation {key}: "{echo(raw)}" is not a whole number of bytes{hint}')
     if bound is not None and value > bound.value:
-        raise InjectionError(f'annotation {key}: "{raw}" exceeds the policy maximum {bound.text}')
+        raise InjectionError(f'annotation {key}: "{echo(raw)}" exceeds the policy maximum {bound.text}')
     return raw
 
 
@@ -340,18 +344,21 @@ def _redirect_container(inj: Injector, pod: Pod, reserved: frozenset[tuple[int, 
     ports = inj.redirect_ports
     excluded = _ports_annotation(pod, EXCLUDE_INBOUND_ANNOTATION)
     excluded_out = _ports_annotation(pod, EXCLUDE_OUTBOUND_ANNOTATION)
-    if excluded:
-        # The profile may exclude the proxy's own ports (health, metrics); a Pod may not: traffic to
-        # the capture ports or the proxy's listeners must not slip past the redirect.
+    if excluded or excluded_out:
+        # The profile may exclude the proxy's own ports (health, metrics); a Pod may not, in
+        # either direction: traffic to the capture ports or the proxy's listeners must not slip
+        # past the redirect.
         own = {port for port, protocol in reserved if protocol == "TCP"}
         own.update(p for p in (ports.get("inbound"), ports.get("outbound")) if p is not None)
-        for port in excluded:
-            if port in own:
-                raw = pod.annotations[EXCLUDE_INBOUND_ANNOTATION]
-                what = " (its inbound capture port)" if port == ports.get("inbound") else ""
-                raise InjectionError(f'annotation {EXCLUDE_INBOUND_ANNOTATION}: "{raw}" includes {port}, a port of '
-                                     f'the mesh proxy "{inj.proxy_name}"{what}: only the mesh profile may exclude '
-                                     f"the proxy's ports; leave it out")
+        for key, listed in ((EXCLUDE_INBOUND_ANNOTATION, excluded), (EXCLUDE_OUTBOUND_ANNOTATION, excluded_out)):
+            for port in listed:
+                if port in own:
+                    raw = echo(pod.annotations[key])
+                    what = {ports.get("inbound"): " (its inbound capture port)",
+                            ports.get("outbound"): " (its outbound capture port)"}.get(port, "")
+                    raise InjectionError(f'annotation {key}: "{raw}" includes {port}, a port of the mesh proxy '
+                                         f'"{inj.proxy_name}"{what}: only the mesh profile may exclude the '
+                                         f"proxy's ports; leave it out")
     key = (tuple(excluded), tuple(excluded_out))
     args = inj.redirect_args.get(key)
     if args is None:
@@ -403,7 +410,7 @@ def _rewrites_probes(inj: Injector, pod: Pod) -> bool:
     """The profile rewrites probes and the Pod does not opt out (``podgate.io/rewrite-probes``)."""
     choice = pod.annotations.get(REWRITE_ANNOTATION)
     if choice is not None and choice not in ("true", "false"):
-        raise InjectionError(f'annotation {REWRITE_ANNOTATION}: "{choice}" must be "true" (probes go through the '
+        raise InjectionError(f'annotation {REWRITE_ANNOTATION}: "{echo(choice)}" must be "true" (probes go through the '
                              f'proxy) or "false" (the kubelet probes the containers directly), in lower case')
     return inj.probes is not None and choice != "false"
 

@@ -201,11 +201,23 @@ def _listener(raw: Any, path: str) -> Listener:
     return Listener(port, protocol, name or None, host_port, host_ip)
 
 
+def port_number(text: str) -> int | None:
+    """A port 1-65535 written in ASCII decimal digits, or None. ("²".isdigit() is true and int()
+    refuses it; int() also refuses more than 4,300 digits, with a ValueError no caller expects.)"""
+    significant = text.lstrip("0")
+    if not (text.isascii() and text.isdigit()) or len(significant) > 5:
+        return None
+    number = int(significant or "0")
+    return number if 1 <= number <= 65535 else None
+
+
 def _probe_port(value: Any, path: str) -> int | str:
     if isinstance(value, str):
-        # the kubelet falls back to parsing a name as a number (prober.extractPort)
-        # (ASCII digits only: "²".isdigit() is true, and int() refuses it)
-        return int(value) if value.isascii() and value.isdigit() else value
+        # the kubelet falls back to parsing a name as a number (prober.extractPort); a string of
+        # more digits than any number it parses stays a name, which no container declares
+        significant = value.lstrip("0")
+        digits = value.isascii() and value.isdigit()
+        return int(significant or "0") if digits and len(significant) <= 10 else value
     return _port_number(value, path)
 
 

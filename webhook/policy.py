@@ -24,7 +24,7 @@ from referencing import Registry, Resource
 
 from .bypass import BypassPolicy, Requester, compile_bypass
 from .echo import MESSAGE_MAX, echo
-from .errors import PolicyError
+from .errors import InjectionError, PolicyError
 from .inject import Injector, compile_injector, template_problems
 from .pods import Container, Pod
 from .revisions import Wanted, judging_profile, proxy_state, revision_of, wanted
@@ -138,6 +138,9 @@ class MeshProfile:
     revision: str = ""  # what podgate.io/rev labels name it by (spec.revision, else the name)
 
 
+_CHOICES = {"true": True, "false": False}
+
+
 @dataclass(frozen=True)
 class MeshSelection:
     """Which Pods a policy puts in the mesh (whether), and with which profile (which: see
@@ -160,8 +163,22 @@ class MeshSelection:
         """The profile the Pod was injected with (its status annotation), else its revision's."""
         return judging_profile(pod, namespace_labels, self)
 
+    def choice(self, pod: Pod) -> bool | None:
+        """The Pod's opt-in annotation: True ("true"), False ("false"), None (absent). Anything
+        else ("TRUE", "yes", "1") raises InjectionError: /mutate refuses it and /validate denies
+        it, rather than one reading it as "not opted in" while the other refuses."""
+        value = pod.annotations.get(self.annotation)
+        if value is None or value in _CHOICES:
+            return _CHOICES.get(value)  # type: ignore[arg-type]
+        raise InjectionError(f'annotation {self.annotation}: "{echo(value)}" must be "true" (inject the proxy) or '
+                             f'"false" (opt out), in lower case')
+
+    def _read_choice(self, pod: Pod) -> bool | None:
+        """``choice`` for the rules, where a bad value was refused already (or is an old one)."""
+        return _CHOICES.get(pod.annotations.get(self.annotation, ""))
+
     def opted_out(self, pod: Pod) -> bool:
-        return self.allow_opt_out and pod.annotations.get(self.annotation) == "false"
+        return self.allow_opt_out and self._read_choice(pod) is False
 
     def requires(self, pod: Pod, namespace_labels: Labels | None) -> bool:
         """The policy says this Pod must carry the proxy (opt-in, namespace, or Pod labels)."""
@@ -169,7 +186,7 @@ class MeshSelection:
 
     def selects(self, pod: Pod, namespace_labels: Labels | None) -> bool:
         """The policy puts this Pod in the mesh unless it opts out."""
-        if pod.annotations.get(self.annotation) == "true" or pod.namespace in self.namespaces:
+        if self._read_choice(pod) is True or pod.namespace in self.namespaces:
             return True
         if self.namespace_selector is not None and namespace_labels is not None \
                 and self.namespace_selector(namespace_labels):

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from .errors import PodShapeError
-from .pods import PROBE_HANDLERS, PROBE_KINDS, Probe, container_probes
+from .pods import PROBE_HANDLERS, PROBE_KINDS, Probe, container_probes, port_number
 
 REWRITE_ANNOTATION = "podgate.io/rewrite-probes"
 # The path segment for each probe kind ({probe} in the path template), as Istio's agent names them.
@@ -60,7 +60,7 @@ def _resolve_port(port: Any, container: Mapping[str, Any]) -> int | None:
     the container itself (None: it cannot be resolved)."""
     if isinstance(port, str):
         if port.isascii() and port.isdigit():
-            port = int(port)
+            return port_number(port)  # int() raises beyond 4,300 digits
         else:
             ports = container.get("ports")
             for entry in ports if isinstance(ports, list) else ():

@@ -8,11 +8,12 @@ violation does (deny, warn, audit, off). Nothing here knows about HTTP or Admiss
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..echo import MESSAGE_MAX, NAME_MAX, echo
 from ..pods import PROBE_KINDS, Container, Pod, Probe, Role
 from ..proberewrite import ProbeRewrite, originals
 from ..status import STATUS_ANNOTATION, read_status
@@ -229,8 +230,19 @@ def evaluate(subject: Subject, actions: Mapping[str, Action]) -> list[Finding]:
         action = actions.get(r.id, r.default_action)
         if action != "off":  # a plain loop: most rules find nothing, and cheaply
             for violation in islice(r.check(subject), MAX_FINDINGS_PER_RULE):
-                findings.append(Finding(violation, action))
+                findings.append(Finding(bounded(violation), action))
     return findings
+
+
+def bounded(violation: Violation) -> Violation:
+    """The violation with what it quotes from the Pod bounded (webhook.echo): a 1 MB container
+    name in twenty findings must not make a 40 MB answer and log line. Real names pass as they are."""
+    if len(violation.message) <= MESSAGE_MAX and all(len(n) <= NAME_MAX for n in violation.containers) \
+            and (violation.port_name is None or len(violation.port_name) <= NAME_MAX):
+        return violation
+    return replace(violation, message=echo(violation.message, MESSAGE_MAX),
+                   containers=tuple(echo(n) for n in violation.containers),
+                   port_name=None if violation.port_name is None else echo(violation.port_name))
 
 
 # Importing the rule modules registers their rules, in the order they are documented.

@@ -107,11 +107,13 @@ def host_port_collision(s: Subject) -> Iterator[Violation]:
     for (port, protocol), members in groups.items():
         if len(members) < 2:
             continue
-        reported: set[tuple[str, str]] = set()
+        # one violation per pair of containers, however many host IPs they share; by identity, not
+        # name: 10,000 containers named "x" would otherwise skip a square of pairs named alike
+        reported: set[tuple[int, int]] = set()
         for (a, ip_a), (b, ip_b) in _host_pairs(members):
-            if a is b or (a.name, b.name) in reported:
+            if a is b or (id(a), id(b)) in reported:
                 continue
-            reported.add((a.name, b.name))
+            reported.add((id(a), id(b)))
             host_ip = ip_a or ip_b or "0.0.0.0"
             where = "the node's network (hostNetwork)" if host_network else f"host IP {host_ip}"
             yield Violation(

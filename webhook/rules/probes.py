@@ -47,9 +47,9 @@ def probe_port_foreign(s: Subject) -> Iterator[Violation]:
             port = probe.port
             if isinstance(port, str) or port in seen:
                 continue
+            if c.declares(port, "TCP"):
+                continue  # the container declares the port itself (asked of it: a list of owners is as long as the Pod)
             owners = by_listener.get((port, "TCP"))
-            if owners and c in owners:
-                continue  # the container declares the port itself
             seen.add(port)
             if not owners or s.meshed and (port, "TCP") in s.proxy_ports:
                 continue  # undeclared ports are legal; proxy ports are proxy-port-conflict's
