@@ -17,6 +17,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 RECORDED = REPO / "tests" / "data" / "reviews" / "apiserver"
 ENVELOPE = "0004_validate_CREATE_default_multi-ports.request.json"
+WORKLOAD_ENVELOPE = REPO / "tests" / "data" / "reviews" / "workloads" / "0001_validate_CREATE_Deployment_shop_web.request.json"
 INJECT_ANNOTATION = "podgate.io/inject"
 
 
@@ -137,3 +138,44 @@ def synthetic() -> list[Payload]:
         Payload("5-container-meshed", "validate", injected(five)), Payload("5-container-meshed", "mutate", five),
         Payload("50-container", "validate", fifty), Payload("50-container", "mutate", fifty),
     ]
+
+
+def deployment(pod_doc: dict[str, Any], replicas: int = 3) -> dict[str, Any]:
+    """A Deployment whose template is ``pod_doc``, as the API server's defaulting leaves it."""
+    meta = pod_doc["metadata"]
+    labels = dict(meta["labels"])
+    template_meta = {"labels": labels, "annotations": dict(meta.get("annotations") or {})}
+    return {"kind": "Deployment", "apiVersion": "apps/v1",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "generation": 1,
+                         "annotations": {"deployment.kubernetes.io/revision": "1"}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": template_meta, "spec": pod_doc["spec"]},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%",
+                                                                             "maxSurge": "25%"}},
+                     "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600}, "status": {}}
+
+
+def workload_envelope(obj: dict[str, Any], uid: str, old: dict[str, Any] | None = None) -> bytes:
+    """A Deployment CREATE (UPDATE with ``old``) in the envelope of the recorded kubectl apply."""
+    review = json.loads(WORKLOAD_ENVELOPE.read_text())
+    req = review["request"]
+    req.update(uid=uid, operation="UPDATE" if old else "CREATE", namespace=obj["metadata"]["namespace"],
+               name=obj["metadata"]["name"], object=obj, oldObject=old, dryRun=False)
+    return orjson.dumps(review)
+
+
+def workload() -> list[Payload]:
+    """The 5-container meshed Pod as a Deployment's template (to /validate, which judges the
+    template as /mutate would inject it), next to what each Pod it makes costs: the Pod from its
+    controller to /mutate, and injected to /validate. Also an UPDATE that changes the image."""
+    from webhook.workloads import WORKLOAD_KINDS, template_pod
+
+    dep = deployment(meshed_five())
+    pod_doc = template_pod(dep, WORKLOAD_KINDS["Deployment"], "default")
+    pod_body = envelope(pod_doc, "bench-5c-pod")
+    new = json.loads(json.dumps(dep))
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example.com/team/app:1.4.3"
+    return [Payload("deployment 5-container-meshed", "validate", workload_envelope(dep, "bench-dep")),
+            Payload("its pod", "mutate", pod_body),
+            Payload("its pod injected", "validate", injected(pod_body)),
+            Payload("deployment image update", "validate", workload_envelope(new, "bench-dep-up", dep))]

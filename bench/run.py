@@ -36,6 +36,9 @@ SERVED_LATENCY = 1.10  # p50 and p99 of /validate and /mutate at most this times
 SERVED_THROUGHPUT = 0.90  # requests/s at least this times the baseline's
 INPROCESS = 2.0  # review at most this times json.loads + json.dumps (stdlib) of the same bytes
 LINEAR = 12.0  # 1,000 listeners at most this times the cost of 100
+# A Deployment's /validate at most this times the /mutate + /validate of each Pod it makes: the
+# same work (inject, then judge) less one JSON parse; 1.10 for the noise of a shared machine.
+WORKLOAD = 1.10
 WORKERS = 1.6  # 4 connections on 2 workers at least this times the throughput of 1 worker (median round)
 UNEVEN = 0.65  # and in every round, no worker does more than this share of the work
 
@@ -258,6 +261,22 @@ def run_inprocess(args: argparse.Namespace, report: Report) -> None:
         "ratio_total": round(total, 3), "ratio_worst": round(worst.ratio, 3),
         "worst": f"{worst.name} {worst.webhook}",
         "scaling": {f"{w} {n}": round(v * 1e6, 1) for (w, n), v in by.items()}}
+
+    print("\n## in process: a workload against the Pods it makes\n")
+    dep, pod_mutate, pod_validate, update = inprocess.measure(payloads.workload(), args.inproc_rounds,
+                                                              args.inproc_target)
+    for row in (dep, pod_mutate, pod_validate, update):
+        print(f"{row.name:34} /{row.webhook:9} {row.size:7} bytes {row.podgate * 1e6:8.1f} µs")
+    per_pod = pod_mutate.podgate + pod_validate.podgate
+    ratio = dep.podgate / per_pod
+    print(f"deployment /validate = {ratio:.2f}x its Pod's /mutate + /validate ({per_pod * 1e6:.1f} µs), "
+          f"{dep.podgate / pod_validate.podgate:.2f}x its Pod's /validate alone; an image update (old and new "
+          f"template) {update.podgate / per_pod:.2f}x")
+    report.check(f"workload: a Deployment costs {ratio:.2f}x the admission of one of its Pods (<= {WORKLOAD})",
+                 ratio <= WORKLOAD)
+    report.data["workload"] = {"deployment_us": round(dep.podgate * 1e6, 1), "pod_mutate_us": round(
+        pod_mutate.podgate * 1e6, 1), "pod_validate_us": round(pod_validate.podgate * 1e6, 1),
+        "update_us": round(update.podgate * 1e6, 1), "ratio": round(ratio, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ def test_bench_quick_runs_and_reports_every_target() -> None:
     for heading in ("## served", "## workers", "## in process", "## targets"):
         assert heading in out, out
     for target in ("served 1-container /validate", "served recorded", "workers:", "in process:",
-                   "linear: /validate", "linear: /mutate"):
+                   "linear: /validate", "linear: /mutate", "workload: a Deployment costs"):
         assert target in out, out
 
 

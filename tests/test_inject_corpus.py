@@ -4,6 +4,7 @@ right place, or a documented reason it was skipped; injecting twice changes noth
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections import Counter
@@ -14,6 +15,7 @@ import jsonpatch
 import pytest
 
 from webhook.admission import Context, decide
+from webhook.inject import apply_patch
 from webhook.cli.offline import pod_review
 from webhook.policy import default_policy_dir, load_policy_set
 from webhook.review import parse_review
@@ -143,3 +145,56 @@ def test_inject_of_inject_is_unchanged_for_the_corpus_manifests_with_probes(tmp_
         assert capsys.readouterr().out == once, f"{path}: inject of inject changed it"
         rewritten += once.count("/app-health/")
     assert rewritten > 50
+
+
+@pytest.mark.skipif(not MANIFESTS, reason="../shared/corpus is not beside the checkout")
+def test_apply_patch_is_jsonpatch_without_the_copies(tmp_path: Path, corpus_manifests: Any) -> None:
+    """What a workload's template is judged on (inject.apply_patch, copying only the paths the
+    ops touch) is exactly what jsonpatch, as the API server, makes of every corpus Pod, under the
+    bundled profile and one that rewrites probes (replace ops); the input stays as it was."""
+    profiles = [Context(everything_meshed(tmp_path))]
+    rewrite = tmp_path / "rewrite"
+    rewrite.mkdir()
+    for path in default_policy_dir().glob("*.yaml"):
+        shutil.copy(path, rewrite)
+    profiles.append(Context(load_policy_set(rewrite)))
+    applied = 0
+    for ctx in profiles:
+        for _path, docs in corpus_manifests:
+            for doc in docs or ():
+                pod = doc.pod("corpus") if doc.has_pod else None
+                if not isinstance(pod, dict):
+                    continue
+                review_doc = pod_review(pod, "corpus")
+                review_doc["request"]["object"]["metadata"] = {**(pod.get("metadata") or {}),
+                                                               "annotations": {**((pod.get("metadata") or {})
+                                                                                  .get("annotations") or {}),
+                                                                               "podgate.io/inject": "true"}}
+                decision = decide(parse_review(review_doc), "mutate", ctx)
+                if not decision.injected:
+                    continue
+                source = review_doc["request"]["object"]
+                before = copy.deepcopy(source)
+                assert apply_patch(source, decision.patch) == jsonpatch.apply_patch(source, decision.patch)
+                assert source == before
+                applied += 1
+    assert applied > 100
+
+
+def test_apply_patch_follows_rfc_6902_where_plans_go() -> None:
+    doc = {"metadata": {"annotations": {"a/b": "1"}}, "spec": {"containers": [{"name": "app"}]}}
+    ops = [{"op": "add", "path": "/spec/initContainers", "value": [{"name": "x"}]},
+           {"op": "add", "path": "/spec/initContainers/0", "value": {"name": "first"}},
+           {"op": "add", "path": "/spec/containers/-", "value": {"name": "last"}},
+           {"op": "add", "path": "/spec/containers/1/env", "value": []},
+           {"op": "add", "path": "/spec/containers/1/env/-", "value": {"name": "E"}},
+           {"op": "replace", "path": "/metadata/annotations/a~1b", "value": "2"},
+           {"op": "add", "path": "/metadata/annotations/c~0d", "value": "3"}]
+    shared = ops[2]["value"]
+    assert apply_patch(doc, ops) == jsonpatch.apply_patch(doc, ops)
+    assert shared == {"name": "last"}, "a value taken from the patch is copied before it is changed"
+    for bad in ({"op": "replace", "path": "/metadata/annotations/none", "value": 1},
+                {"op": "add", "path": "/spec/containers/5", "value": {}},
+                {"op": "remove", "path": "/spec"}):
+        with pytest.raises((KeyError, IndexError, ValueError)):
+            apply_patch(doc, [bad])

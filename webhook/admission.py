@@ -14,8 +14,6 @@ from typing import Any, Literal
 
 import orjson
 
-import jsonpatch
-
 from . import inject
 from .bypass import Requester, requester
 from .echo import echo
@@ -263,7 +261,7 @@ def _judge_template(obj: Any, kind: WorkloadKind, namespace: str, ctx: Context, 
     try:
         plan = inject.plan(pod, policy, labels)
         if plan.patch:
-            raw = jsonpatch.apply_patch(raw, plan.patch)  # a copy: the request's object stays as sent
+            raw = inject.apply_patch(raw, plan.patch)  # the request's object stays as sent
         pod = parse_pod(raw, namespace)
     except InjectionError as exc:
         return Decision(False, "invalid injection override", code=400, policy=policy.name,
