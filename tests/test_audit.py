@@ -463,3 +463,34 @@ def test_a_progress_line_on_a_terminal_only(api: StandInAPIServer, default_polic
     plain = io.StringIO()
     audit.run(cluster(api), default_policies, audit.Options(), io.StringIO(), plain)
     assert "audited" not in plain.getvalue()
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+class Discard(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def test_memory_is_bounded_by_the_page_not_the_cluster(default_policies: PolicySet) -> None:
+    """Five times the Pods in one namespace, the same page size: the audit's peak of traced memory
+    stays about where it was (what it keeps of a Pod is a count, unless the Pod has findings)."""
+    import tracemalloc
+
+    peaks = []
+    for n in (40, 200):
+        server = StandInAPIServer().start()
+        try:
+            server.set("default", {})
+            deployment(server, "default", "web", n)
+            c = cluster(server, page_size=20)
+            tracemalloc.start()
+            try:
+                audit.run(c, default_policies, audit.Options(write_reports=False), Discard(), Discard())
+                peaks.append(tracemalloc.get_traced_memory()[1])
+            finally:
+                tracemalloc.stop()
+        finally:
+            server.stop()
+    small, large = peaks
+    assert large < small * 1.5, (small, large)

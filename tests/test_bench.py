@@ -60,3 +60,16 @@ def test_suite_bench_runs_and_reports_its_target() -> None:
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # 1: the target missed on a busy machine
     assert "podgate test, 150 cases naming them" in proc.stdout
     assert "suite: test " in proc.stdout and "x check on the same Pods (<= 3.0)" in proc.stdout
+
+
+def test_audit_bench_runs_and_reports_its_targets() -> None:
+    """bench/audit.py at a small size: the audit and check run on the same Pods, both figures and
+    both targets are reported (whether they are met is the benchmark's business, not a test's)."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "audit.py"), "--pods", "40", "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("podgate audit, 40 live Pods") and "Pods/s, peak RSS" in lines[0]
+    assert lines[1].startswith("podgate check --no-inject, the same Pods")
+    assert [line[:4] for line in lines[-2:]] in (["ok  ", "ok  "], ["ok  ", "MISS"], ["MISS", "ok  "],
+                                                 ["MISS", "MISS"])

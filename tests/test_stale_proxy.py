@@ -12,7 +12,7 @@ import pytest
 
 from webhook.admission import Context, review
 from webhook.cli.offline import admit, pod_review
-from webhook.inject import STATUS_ANNOTATION
+from webhook.status import STATUS_ANNOTATION
 from webhook.namespaces import StaticNamespaceLabels
 from webhook.policy import PolicySet
 

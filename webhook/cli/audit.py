@@ -25,9 +25,9 @@ import orjson
 import yaml
 
 from ..admission import Context, review
-from ..inject import STATUS_ANNOTATION
 from ..policy import PolicySet
 from ..rules import Finding
+from ..status import STATUS_ANNOTATION
 from .check import EXIT_DENIED, EXIT_OK, EXIT_USAGE
 from .cluster import Cluster, ClusterError, Owner
 from .offline import pod_review

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import orjson
-
-from ..inject import STATUS_ANNOTATION
 from ..pods import Container, Pod, Role
+from ..status import read_status
 from . import Subject, Violation, rule
 
 
@@ -185,24 +183,6 @@ def proxy_blocks_completion(s: Subject) -> Iterator[Violation]:
         (proxy.name,))
 
 
-def injected_profile(pod: Pod) -> tuple[str, str] | None:
-    """(profile, hash) that the Pod's podgate.io/status records, or None when it records none
-    (not injected by podgate, or an annotation that is not podgate's JSON)."""
-    text = pod.annotations.get(STATUS_ANNOTATION)
-    if not isinstance(text, str) or len(text) > 64 * 1024:
-        return None
-    try:
-        status = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(status, dict):
-        return None
-    profile, digest = status.get("profile"), status.get("hash")
-    if not isinstance(profile, str) or not isinstance(digest, str) or not digest:
-        return None
-    return profile, digest
-
-
 @rule("stale-proxy", "warn", mesh=True,
       summary="A Pod runs a proxy injected from an older version of its mesh profile (podgate.io/status records "
               "another profile hash).",
@@ -222,10 +202,10 @@ def stale_proxy(s: Subject) -> Iterator[Violation]:
         return
     if not s.proxy.profile_hash:
         return
-    recorded = injected_profile(s.pod)
-    if recorded is None:
-        return
-    profile, digest = recorded
+    status = read_status(s.pod.annotations)
+    if status is None or not status.hash:
+        return  # not podgate's status: nothing to compare
+    profile, digest = status.profile, status.hash
     if profile == s.proxy.profile and digest == s.proxy.profile_hash:
         return
     if profile == s.proxy.profile:
