@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..pods import Container, Pod, Role
+from ..pods import Container, Role
 from ..status import read_status
 from . import Subject, Violation, rule
 
