@@ -212,3 +212,14 @@ def test_the_attacks_over_https(tmp_path: Any) -> None:
         log = server.output()
     assert "Traceback" not in log and "internal error" not in log
     assert max(len(line) for line in log.splitlines()) < 200_000
+
+
+@pytest.mark.parametrize("field", ["operation", "subResource", "namespace"])
+def test_forged_envelope_fields_are_quoted_bounded(ctx: Context, field: str) -> None:
+    """What the envelope carries is echoed in answers and the decision log only within bounds."""
+    body = review_for(pod(ctr("app")))
+    body["request"]["kind"] = {"group": "", "version": "v1", "kind": "K" * 1_000_000}
+    body["request"][field] = "x" * 1_000_000
+    outcome = review(orjson.dumps(body), "validate", ctx)
+    assert len(orjson.dumps(outcome.response)) < 10_000
+    assert len(json.dumps(decision_fields("validate", outcome, 0.001))) < 10_000

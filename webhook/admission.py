@@ -69,9 +69,9 @@ class Decision:
 def _skip_reason(request: AdmissionRequest, webhook: Webhook) -> str | None:
     """Requests podgate answers with a plain allow, without looking at the object."""
     if not request.is_pod:
-        return f"not a Pod ({request.kind})"
+        return f"not a Pod ({echo(request.kind)})"
     if request.sub_resource and not (request.sub_resource == "ephemeralcontainers" and webhook == "validate"):
-        return f"subresource {request.sub_resource}"
+        return f"subresource {echo(request.sub_resource)}"
     if request.operation not in ("CREATE", "UPDATE"):
         return f"operation {request.operation}"
     return None
@@ -276,7 +276,7 @@ def _decide_workload(request: AdmissionRequest, kind: WorkloadKind, webhook: Web
     if webhook == "mutate":
         return Decision(True, f"not a Pod ({kind.kind}): podgate injects the Pods it makes")
     if request.sub_resource:
-        return Decision(True, f"subresource {request.sub_resource}")  # scale, status: no template change
+        return Decision(True, f"subresource {echo(request.sub_resource)}")  # scale, status: no template change
     if request.operation not in ("CREATE", "UPDATE"):
         return Decision(True, f"operation {request.operation}")
     obj = request.object

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
+from .echo import echo
 from .errors import ReviewError
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
@@ -76,7 +77,7 @@ def parse_review(body: bytes | str | Mapping[str, Any]) -> AdmissionRequest:
     if kind != "AdmissionReview":
         raise ReviewError(f"kind must be AdmissionReview, got {kind!r}")
     if api_version not in API_VERSIONS:
-        raise ReviewError(f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {api_version!r}")
+        raise ReviewError(f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {echo(repr(api_version))}")
     request = _field(review, "request", dict, "", required=True)
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
@@ -91,7 +92,8 @@ def parse_review(body: bytes | str | Mapping[str, Any]) -> AdmissionRequest:
 def _unpack(request: Mapping[str, Any], uid: str, api_version: str) -> AdmissionRequest:
     operation = request.get("operation")
     if operation not in OPERATIONS:
-        raise ReviewError(f"/request/operation must be one of {', '.join(OPERATIONS)}, got {operation!r}", uid=uid)
+        raise ReviewError(f"/request/operation must be one of {', '.join(OPERATIONS)}, "
+                          f"got {echo(repr(operation))}", uid=uid)
     kind_ref = _field(request, "kind", dict, "/request", uid, required=True)
     resource_ref = _field(request, "resource", dict, "/request", uid) or {}
     group = kind_ref.get("group") or ""

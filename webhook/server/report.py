@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from ..admission import Outcome, Webhook
+from ..echo import echo
 from . import logs, metrics
 
 log = logging.getLogger("podgate")
@@ -37,7 +38,8 @@ def decision_fields(webhook: Webhook, outcome: Outcome, seconds: float) -> dict[
     req, decision = outcome.request, outcome.decision
     fields: dict[str, Any] = {"webhook": webhook, "latency_ms": round(seconds * 1000, 3)}
     if req is not None:
-        fields.update(uid=req.uid, operation=req.operation, namespace=req.namespace, dry_run=req.dry_run)
+        fields.update(uid=echo(req.uid), operation=req.operation, dry_run=req.dry_run,
+                      namespace=echo(req.namespace) if isinstance(req.namespace, str) else req.namespace)
     if decision is not None:
         fields.update(allowed=decision.allowed, reason=decision.reason, pod=decision.pod, policy=decision.policy,
                       rules=decision.rules_fired(), injected=decision.injected)
