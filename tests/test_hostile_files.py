@@ -208,6 +208,13 @@ def test_non_regular_entries_are_skipped_with_a_warning(tmp_path: Path, capsys: 
     assert code == 0 and "fifo.yaml: warning: skipped: not a regular file (a FIFO)" in out
 
 
+def test_lint_of_a_fifo_is_refused_not_waited_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(capsys, "policy", "lint", str(fifo))
+    assert code == 2 and "not a policy directory or file (a FIFO)" in one_line_error(err, "policy.yaml")
+
+
 def test_the_store_keeps_the_last_good_set_and_says_so_once(tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     directory = policy_dir(tmp_path)

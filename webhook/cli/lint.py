@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import PolicyError
-from ..files import POLICY_FILE_MAX, InputFileError, read_text
+from ..files import POLICY_FILE_MAX, InputFileError, file_kind, read_text
 from ..inject import template_problems
 from ..policy import (
     PolicyLoader,
@@ -176,6 +176,8 @@ class Report:
 def lint(path: Path) -> Report:
     """Lint a policy directory, or one file of it: a file is read with the other files of its
     directory (the MeshProfiles its Policies name live there) and only its own problems count."""
+    if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO: reading it would wait for a writer
+        raise PolicyError(f"{path}: not a policy directory or file ({file_kind(path.stat().st_mode)})")
     one_file = path if path.is_file() else None
     directory = path.parent if one_file is not None else path
     problems: list[Problem] = []
