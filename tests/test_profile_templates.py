@@ -5,6 +5,7 @@ test, a server's reload), naming the file and the JSON path, not every meshed Po
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -221,7 +222,8 @@ def test_check_inject_and_test_refuse_a_broken_profile(tmp_path: Path, capsys: p
                  ["inject", "--policies", str(directory), str(manifest)], ["test", str(tmp_path)]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert f"{directory}/mesh-proxy.yaml: /spec/injection/container/imagePullPolicy: 'Sometimes' is not one of" in err
+        assert re.search(rf"{re.escape(str(directory))}/mesh-proxy.yaml:\d+: error: /spec/injection/container/"
+                         r"imagePullPolicy: 'Sometimes' is not one of", err, re.M), err
 
 
 def test_a_running_server_keeps_the_last_good_set(tmp_path: Path) -> None:
