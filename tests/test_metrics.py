@@ -97,6 +97,29 @@ def test_each_decision_is_counted_once_with_bounded_labels(client):
     assert value(after, "podgate_policy_last_reload_success") == 1
 
 
+def test_a_reinvocation_that_rewrites_probes_is_counted_as_reinvoked(client):
+    """Not as a second injection: the proxy was injected once, by the first call."""
+    import base64
+    import json
+
+    import jsonpatch
+
+    def mutate(body: Any) -> Any:
+        answer = client.post("/mutate", json=review_for(body)).get_json()["response"]
+        return jsonpatch.apply_patch(body, json.loads(base64.b64decode(answer["patch"])))
+
+    injected = mutate(pod(ctr("app", port(8080)), annotations={"podgate.io/inject": "true"}))
+    injected["spec"]["containers"].append(ctr("late", port(7000), readiness=("httpGet", 7000)))
+    before = scrape(client)
+    again = mutate(injected)
+    assert again["spec"]["containers"][1]["readinessProbe"]["httpGet"]["port"] == 15020
+    after = scrape(client)
+    inj = "podgate_injections_total"
+    assert value(after, inj, result="reinvoked", reason="probes-rewritten") - \
+        value(before, inj, result="reinvoked", reason="probes-rewritten") == 1
+    assert value(after, inj, result="injected", reason="") == value(before, inj, result="injected", reason="")
+
+
 @pytest.mark.parametrize("path", sorted(APISERVER_REVIEWS.glob("*mutate*.json")), ids=lambda p: p.name[:4])
 def test_recorded_mutations_have_named_skip_reasons(path):
     """Every skip the real API server's requests produce maps to a named label, never "other"."""

@@ -28,6 +28,7 @@ from .workloads import WorkloadKind, owner_that_checks, template_pod, workload_k
 log = logging.getLogger("podgate")
 
 Webhook = Literal["validate", "mutate"]
+REINVOKED = "probes rewritten in containers added since injection"  # the reason of a reinvocation's patch
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def _mutate(pod: Pod, policy: Policy, labels: Labels | None, where: str) -> Deci
         return _shape_error(exc)
     if plan.skip is not None:
         return Decision(True, f"not injected: {plan.skip}", policy=policy.name, pod=where)
-    reason = "probes rewritten in containers added since injection" if plan.reinvoked else "injected"
+    reason = REINVOKED if plan.reinvoked else "injected"
     return Decision(True, reason, patch=plan.patch, policy=policy.name, pod=where)
 
 

@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ..admission import REINVOKED
 from ..workloads import workload_kind
 from . import metrics_files
 from .metrics_files import MULTIPROC_ENV
@@ -50,7 +51,8 @@ UNKNOWN_KINDS = Counter("podgate_unknown_kinds_total",
                         "(group/Kind; kinds beyond the first 64 a worker sees are counted as other).",
                         ["webhook", "kind"])
 INJECTIONS = Counter("podgate_injections_total",
-                     "Mutating decisions on Pods: result injected or skipped, with the reason for a skip.",
+                     "Mutating decisions on Pods: result injected, reinvoked (probes of containers added since "
+                     "injection rewritten) or skipped, with the reason for a skip.",
                      ["result", "reason"])
 POLICY_RELOADS = Counter("podgate_policy_reloads_total",
                          "Policy set loads (at start and on change), by result (success, failure); "
@@ -146,7 +148,9 @@ def sample(webhook: str, outcome: Outcome, seconds: float) -> Sample:
         for finding in decision.findings:
             counters.append(_child(VIOLATIONS, finding.violation.rule, finding.action))
         if webhook == "mutate" and decision.allowed:
-            if decision.injected:
+            if decision.injected and decision.reason == REINVOKED:
+                counters.append(_child(INJECTIONS, "reinvoked", "probes-rewritten"))
+            elif decision.injected:
                 counters.append(_child(INJECTIONS, "injected", ""))
             else:
                 counters.append(_child(INJECTIONS, "skipped", skip_label(decision.reason)))
