@@ -14,6 +14,7 @@ import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import islice
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ API_VERSION = "podgate.io/v1alpha1"
 SCHEMA_FILE = "policy.schema.json"
 POLICY_SUFFIXES = (".yaml", ".yml")
 DEFAULT_ANNOTATION = "podgate.io/inject"
+MAX_SCHEMA_ERRORS = 100
 
 # Namespace labels are not in an AdmissionRequest: callers pass a lookup (a static map offline,
 # the watch-backed cache in a cluster). None means "unknown".
@@ -70,7 +72,7 @@ def schema_validator(file_name: str = SCHEMA_FILE) -> jsonschema.protocols.Valid
     cls = jsonschema.validators.extend(
         base, type_checker=base.TYPE_CHECKER.redefine("integer", _is_integer),
         validators={"maxItems": _max_items, "items": _items_within(base.VALIDATORS["items"]),
-                    "uniqueItems": _items_within(base.VALIDATORS["uniqueItems"])})
+                    "uniqueItems": _items_within(_unique_items)})
     return cls(schema, registry=_bundled_schemas())
 
 
@@ -84,6 +86,23 @@ def _max_items(validator: Any, limit: int, instance: Any, schema: Any) -> Iterat
     """maxItems, saying how many (jsonschema's message repeats the whole list)."""
     if validator.is_type(instance, "array") and len(instance) > limit:
         yield jsonschema.ValidationError(f"{len(instance)} entries, more than the {limit} allowed here")
+
+
+def _unique_items(validator: Any, unique: bool, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    """uniqueItems in one pass: jsonschema's compares every pair when the entries do not sort
+    (5,000 namespaces of mixed types took 42 s)."""
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[str] = set()
+    for item in instance:
+        try:
+            key = json.dumps(item, sort_keys=True, default=repr)
+        except (TypeError, ValueError):  # keys of mixed types, a recursive value
+            key = repr(item)
+        if key in seen:
+            yield jsonschema.ValidationError(f"{echo(repr(item))} is listed twice")
+            return
+        seen.add(key)
 
 
 def _items_within(check: Callable[..., Any]) -> Callable[..., Any]:
@@ -262,9 +281,12 @@ class PolicySet:
 
 
 def schema_problems(doc: Any) -> list[tuple[jsonschema.ValidationError, str]]:
-    """Every policy-schema error of a document, in document order, as explain_schema_error gives
-    them. A null fails its type; other keywords failing on the same null say nothing more."""
-    errors = sorted(schema_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    """The policy-schema errors of a document (the first MAX_SCHEMA_ERRORS found: enough to fix,
+    and a bound on the work for a file of thousands of wrong entries), in document order, as
+    explain_schema_error gives them. A null fails its type; other keywords failing on the same
+    null say nothing more."""
+    found = islice(schema_validator().iter_errors(doc), MAX_SCHEMA_ERRORS)
+    errors = sorted(found, key=lambda e: (list(map(str, e.absolute_path)), e.message))
     nulls = {tuple(e.absolute_path) for e in errors if e.instance is None and e.validator == "type"}
     return [explain_schema_error(e) for e in errors
             if not (e.instance is None and e.validator != "type" and tuple(e.absolute_path) in nulls)]

@@ -16,6 +16,7 @@ import difflib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -27,7 +28,7 @@ from ..admission import Context
 from ..errors import PodgateError
 from ..files import INPUT_FILE_MAX, InputFileError, read_text
 from ..namespaces import StaticNamespaceLabels
-from ..policy import PolicySet, explain_schema_error, schema_validator
+from ..policy import MAX_SCHEMA_ERRORS, PolicySet, explain_schema_error, schema_validator
 from ..rules import RULES
 from ..yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 from .explain import unknown_rule_message
@@ -149,7 +150,8 @@ def load_suite(path: Path, update_golden: bool = False) -> Suite:
     if len(docs) != 1:
         raise SuiteError(f"{path}: expected one YAML document (a TestSuite), found {len(docs)}")
     doc = docs[0]
-    errors = sorted(schema_validator(SCHEMA_FILE).iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
+    found = islice(schema_validator(SCHEMA_FILE).iter_errors(doc.data), MAX_SCHEMA_ERRORS)
+    errors = sorted(found, key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise SuiteError("\n".join(_schema_message(path, doc, e) for e in errors))
     data = doc.data
