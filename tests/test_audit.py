@@ -322,6 +322,19 @@ def test_server_errors_are_retried_then_end_the_audit_with_the_status(
         run(api, default_policies)
 
 
+def test_an_audit_that_cannot_go_on_still_prints_a_whole_json_document(
+        api: StandInAPIServer, default_policies: PolicySet) -> None:
+    api.set("shop", {})
+    api.put("pods", colliding_pod("x-1", "default"))
+    api.forbidden.add(("list", "pods", "shop"))
+    out = io.StringIO()
+    with pytest.raises(ClusterError, match='cannot list pods in the namespace "shop"'):
+        audit.run(cluster(api), default_policies, audit.Options(output="json"), out, io.StringIO())
+    doc = json.loads(out.getvalue())
+    assert [r["name"] for r in doc["results"]] == ["x-1"]
+    assert doc["errors"][0].startswith('cannot list pods in the namespace "shop": add list on pods')
+
+
 def test_an_unreachable_api_is_exit_2_with_the_address(default_policies: PolicySet,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     stopped = StandInAPIServer().start()

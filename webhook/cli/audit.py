@@ -207,9 +207,19 @@ class Auditor:
     # --- the run ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        writer = ReportWriter(self.cluster, self.options.namespace) if self.options.write_reports else None
         if self.options.output == "json":
             self.out.write('{"results": [')
+        try:
+            return self._run()
+        except ClusterError as exc:  # the audit cannot go on: a script still gets a whole JSON document
+            self._clear_progress()
+            if self.options.output == "json":
+                errors = orjson.dumps([*self.problems, str(exc)]).decode()
+                self.out.write(f'\n], "errors": {errors}, "summary": {orjson.dumps(self.summary.to_json()).decode()}}}\n')
+            raise
+
+    def _run(self) -> int:
+        writer = ReportWriter(self.cluster, self.options.namespace) if self.options.write_reports else None
         for namespace in self._namespaces():
             findings = self._audit_namespace(namespace)
             if findings is None:
