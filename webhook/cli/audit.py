@@ -214,8 +214,7 @@ class Auditor:
         except ClusterError as exc:  # the audit cannot go on: a script still gets a whole JSON document
             self._clear_progress()
             if self.options.output == "json":
-                errors = orjson.dumps([*self.problems, str(exc)]).decode()
-                self.out.write(f'\n], "errors": {errors}, "summary": {orjson.dumps(self.summary.to_json()).decode()}}}\n')
+                self._end_json([*self.problems, str(exc)])
             raise
 
     def _run(self) -> int:
@@ -314,16 +313,19 @@ class Auditor:
                 self.out.write(f"  error {error}\n")
 
     def _print_end(self) -> None:
-        s = self.summary
         if self.options.output == "json":
-            errors = orjson.dumps(self.problems).decode()
-            self.out.write(f'\n], "errors": {errors}, "summary": {orjson.dumps(s.to_json()).decode()}}}\n')
+            self._end_json(self.problems)
         elif self.options.output == "text":
             self.out.write(self.summary_line() + "\n")
         for problem in self.problems:
             self.err.write(f"podgate: {problem}\n")
         if self.options.output != "text":
             self.err.write(self.summary_line() + "\n")
+
+    def _end_json(self, errors: list[str]) -> None:
+        """Close the JSON document whose results were streamed."""
+        self.out.write(f'\n], "errors": {orjson.dumps(errors).decode()}, '
+                       f'"summary": {orjson.dumps(self.summary.to_json()).decode()}}}\n')
 
     def summary_line(self) -> str:
         s = self.summary
