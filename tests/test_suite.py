@@ -17,6 +17,7 @@ from webhook.cli.commands import main
 from .conftest import APISERVER_REVIEWS, DATA, REPO
 
 RULES_SUITE = DATA / "suites" / "rules"
+REVISIONS_SUITE = DATA / "suites" / "revisions"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -25,7 +26,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("suite_dir", [APISERVER_REVIEWS, RULES_SUITE], ids=["apiserver", "rules"])
+@pytest.mark.parametrize("suite_dir", [APISERVER_REVIEWS, RULES_SUITE, REVISIONS_SUITE],
+                         ids=["apiserver", "rules", "revisions"])
 def test_project_suites_pass(capsys: pytest.CaptureFixture[str], suite_dir: Path) -> None:
     code, out, err = run(capsys, "test", str(suite_dir))
     assert code == 0, out + err
