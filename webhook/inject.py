@@ -234,9 +234,12 @@ def skip_reason(pod: Pod, policy: Any, labels: Labels | None) -> str | None:
         return "Windows pod (spec.os.name: windows; the proxy needs Linux-only security settings)"
     if mesh.opted_out(pod):
         return f'opted out ({mesh.annotation}: "false")'
-    if not mesh.requires(pod, labels):
-        return "not selected for the mesh by policy"
     revision = mesh.revision(pod, labels)
+    if not mesh.requires(pod, labels):
+        if revision.source != "policy default":  # the one answer: the policy decides whether, the label which
+            return (f"not selected for the mesh by policy ({revision.describe()} chooses the proxy of a meshed "
+                    f"pod, it does not mesh one)")
+        return "not selected for the mesh by policy"
     if revision.profile is None:  # a typo must not leave the Pod outside the mesh, nor on another proxy
         raise InjectionError(f"no mesh profile for {revision.describe()}; known revisions: "
                              f"{', '.join(sorted(mesh.revisions))}")

@@ -25,6 +25,8 @@ import orjson
 import yaml
 
 from ..admission import Context, review
+from ..errors import PodShapeError
+from ..pods import parse_pod
 from ..policy import PolicySet
 from ..rules import Finding
 from ..status import STATUS_ANNOTATION
@@ -140,6 +142,16 @@ def _live_pod(obj: dict[str, Any], namespace: str) -> LivePod:
     return LivePod(namespace, name, uid)
 
 
+def _proxy_name(obj: dict[str, Any], namespace: str, labels: Any, mesh: Any) -> str:
+    """The proxy the Pod should carry: its revision's (podgate.io/rev on the Pod or namespace)."""
+    if mesh is None:
+        return "proxy"
+    try:
+        return mesh.judging_profile(parse_pod(obj, namespace, detailed=False), labels).proxy.name
+    except PodShapeError:  # validation read it, so this does not happen; the default's name will do
+        return mesh.profile.proxy.name
+
+
 def _restart_message(finding: Finding, pod: LivePod, proxy: str) -> Finding:
     """``missing-proxy`` on a running Pod: the fix is a restart (the webhook runs on creation)."""
     message = (f'[missing-proxy] pod "{pod.name}" must be meshed by policy but runs without the "{proxy}" '
@@ -166,7 +178,7 @@ def evaluate_pod(obj: dict[str, Any], namespace: str, ctx: Context, owner: Owner
     if any(f.violation.rule == "missing-proxy" for f in findings):
         labels = ctx.namespace_labels(namespace)
         mesh = ctx.policies.governing(namespace, labels).mesh
-        proxy = mesh.profile.proxy.name if mesh else "proxy"
+        proxy = _proxy_name(obj, namespace, labels, mesh)
         spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
         names = {c.get("name") for key in ("containers", "initContainers") for c in spec.get(key) or ()
                  if isinstance(c, dict)}
