@@ -46,9 +46,10 @@ def test_bench_quick_runs_and_reports_every_target() -> None:
                           text=True, timeout=120, cwd=REPO)
     assert proc.returncode in (0, 1), proc.stderr  # 1: a target missed (timing on a busy machine)
     out = proc.stdout
-    for heading in ("## served", "## workers", "## in process", "## targets"):
+    for heading in ("## floor", "## served", "## workers", "## in process", "## targets"):
         assert heading in out, out
-    for target in ("served 1-container /validate", "served recorded", "workers:", "in process:",
+    for target in ("floor serial (1 connection, API server): p50", "floor concurrent", "above 10x the floor's p50",
+                   "served 1-container /validate", "served recorded", "workers:", "in process:",
                    "linear: /validate", "linear: /mutate", "workload: a Deployment costs"):
         assert target in out, out
 

@@ -66,6 +66,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                                                  "    namespaces: [team-a]\n"}}},
     "client-certificates": {"server": {"clientCA": {"secretName": "apiserver-client-ca"}},
                             "serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}},
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
     "server-options": {"server": {"maxRequests": 5000, "drainSeconds": 12.5, "gracefulTimeoutSeconds": 40}},
     "recording": {"server": {"record": {"enabled": True, "maxBytes": 1048576, "userInfo": True}}},
     "recording-to-a-claim": {"server": {"record": {"enabled": True,
@@ -1103,6 +1104,23 @@ def test_network_policy_and_service_monitor(chart, ca_pem):
     assert endpoint["tlsConfig"]["serverName"] == f"{RELEASE}.{NAMESPACE}.svc"
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert "--metrics" in container(objs)["command"]
+
+
+def test_the_default_network_policy_opens_only_the_webhook_port(chart, ca_pem):
+    """On by default: the API server and Prometheus reach the webhook port (/metrics is served
+    there), no other port is open, and the Pod reaches only DNS and the API server."""
+    objs = objects(chart, ca_pem, "defaults")
+    policy = one(objs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == one(objs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "https", "protocol": "TCP"}] and "from" not in ingress
+    https = {p["name"]: p for p in container(objs)["ports"]}["https"]
+    assert one(objs, "Service")["spec"]["ports"][0]["targetPort"] in ("https", https["containerPort"])
+    dns, api = policy["spec"]["egress"]
+    assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    assert {p["port"] for p in api["ports"]} == {443, 6443}
+    assert "NetworkPolicy" not in kinds(objects(chart, ca_pem, "no-network-policy"))
 
 
 @pytest.mark.parametrize("mode", ["helm", "certManager", "secret"])

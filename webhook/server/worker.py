@@ -341,9 +341,11 @@ class BalancedThreadWorker(ThreadWorker):
             self._next_deadline = min(self._next_deadline, conn.deadline)
 
     def _dispatch(self, conn: Conn, inline: bool = False) -> None:
-        """Hand the request on: served right here when no thread is busy, it is whole and small and
-        the client has taken every byte sent to it so far (so the answer cannot block on a full
-        send buffer); to the thread pool otherwise."""
+        """Hand the request on: served right here when no thread is busy and no other connection is
+        waiting, it is whole and small, and the client has taken every byte sent to it so far (so
+        the answer cannot block on a full send buffer); to the thread pool otherwise. The API
+        server's pattern (one request at a time) is then served without a hand-off between
+        threads; concurrent requests still spread over the pool."""
         buffer, conn.buffer = conn.buffer, None
         del self.collecting[conn]
         self.poller.unregister(conn.sock)
@@ -353,7 +355,8 @@ class BalancedThreadWorker(ThreadWorker):
             conn.initialized = True
         conn.parser.unreader.unread(bytes(buffer))
         conn.data_ready = True
-        if inline and not self._in_pool and not self._inline and _unsent(conn.sock) == 0:
+        if inline and not self._in_pool and not self._inline and _unsent(conn.sock) == 0 \
+                and not self.poller.select(0):  # nothing else waits (level-triggered: nothing is lost)  # nothing else is waiting (level-triggered: nothing is lost)
             self._inline = True
             try:
                 result = self.handle(conn)
