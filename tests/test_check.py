@@ -182,9 +182,13 @@ def test_object_podgate_cannot_check_is_an_input_error(tmp_path: Path, capsys: p
            'containerPort: expected a port number' in out
     assert 'error podgate cannot check job "default/j": /spec/template: is missing' in out
     # stderr names each of them too: the report on stdout may go to a file
-    job_line = (tmp_path / "d.yaml").read_text().splitlines().index("apiVersion: batch/v1") + 1
+    # each at the line of the field at fault: the port, and the Job's spec (where the template is missing)
+    lines = (tmp_path / "d.yaml").read_text().splitlines()
+    port_line = next(i for i, line in enumerate(lines, 1) if "containerPort: x" in line)
+    job_line = next(i for i, line in enumerate(lines, 1) if i > lines.index("apiVersion: batch/v1") and
+                    line.startswith("spec:"))
     assert err.splitlines() == [
-        f"podgate: {tmp_path / 'd.yaml'}:1: document 0: Deployment default/api: podgate cannot check deployment "
+        f"podgate: {tmp_path / 'd.yaml'}:{port_line}: document 0: Deployment default/api: podgate cannot check deployment "
         '"default/api": /spec/template/spec/containers/0/ports/0/containerPort: expected a port number, got a string',
         f"podgate: {tmp_path / 'd.yaml'}:{job_line}: document 1: Job default/j: podgate cannot check job "
         '"default/j": /spec/template: is missing: the workload has no Pod template']

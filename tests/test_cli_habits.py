@@ -302,3 +302,39 @@ def test_completion_script_registers_podgate(shell: str, capsys: pytest.CaptureF
         return
     proc = subprocess.run(["bash", "-c", f"{script}\ncomplete -p podgate"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip().endswith(" podgate"), proc.stderr
+
+
+def test_an_unrendered_helm_template_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "deployment.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ include \"app.fullname\" . }}\n"
+        "spec:\n  template:\n    spec:\n      containers: []\n")
+    code, _, err = run(capsys, "check", str(tmp_path / "deployment.yaml"))
+    assert code == 2
+    assert "this looks like an unrendered Helm template: {{ ... }} on line 4; run helm template first" in err
+
+
+def test_a_tab_is_named_with_its_line_and_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pod.yaml").write_text("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  containers:\n"
+                                       "  - name: a\n  \timage: a\n")
+    code, _, err = run(capsys, "check", str(tmp_path / "pod.yaml"))
+    assert code == 2 and "a tab at line 8, column 3: YAML indents with spaces, not tabs" in err
+
+
+@pytest.mark.parametrize("manifest,flags,line", [
+    ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: a\n    image: a\n"
+     "    ports:\n    - containerPort: \"80\"\n", [], 9),
+    ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      containers:\n"
+     "      - name: a\n        image: a\n        ports: [{containerPort: 99999}]\n", [], 10),
+    ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      containers:\n"
+     "      - name: a\n        image: a\n        ports: [{containerPort: 99999}]\n", ["--no-inject"], 10),
+    ("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p}\n  spec:\n"
+     "    containers:\n    - name: a\n      image: a\n      securityContext: {runAsUser: root}\n", [], 11),
+])
+def test_an_unreadable_pod_points_at_the_bad_field(manifest: str, flags: list[str], line: int, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.yaml").write_text(manifest)
+    code, out, err = run(capsys, "check", "-o", "json", *flags, str(tmp_path / "m.yaml"))
+    report = json.loads(out)
+    assert code == 2, err
+    assert report["results"][0]["line"] == line and report["errors"][0]["line"] == line
+    assert f"m.yaml:{line}: document 0" in err

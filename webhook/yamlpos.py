@@ -14,6 +14,7 @@ a control character (PyYAML refuses it while the loader is built, before any lin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -152,9 +153,22 @@ def error_line(exc: yaml.YAMLError) -> int | None:
     return mark.line + 1 if mark is not None else None
 
 
+_HELM = re.compile(r"\{\{-?\s*[.$a-z(/\"-]")  # {{ .Values.x }}, {{- if ... }}, {{ include "..." }}, {{/* */}}
+
+
 def error_text(exc: yaml.YAMLError) -> str:
-    """The problem, on one line."""
-    return " ".join(str(getattr(exc, "problem", None) or exc).split())
+    """The problem, on one line, and what it usually means: a tab where YAML wants spaces (with
+    its line and column), a Helm template that was never rendered."""
+    text = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    mark = getattr(exc, "problem_mark", None)
+    buffer = getattr(mark, "buffer", None)
+    if mark is not None and "'\\t'" in text:
+        text += f" (a tab at line {mark.line + 1}, column {mark.column + 1}: YAML indents with spaces, not tabs)"
+    if isinstance(buffer, str) and (found := _HELM.search(buffer)):
+        line = buffer.count("\n", 0, found.start()) + 1
+        text += (f" (this looks like an unrendered Helm template: {{{{ ... }}}} on line {line}; run helm template "
+                 "first, e.g. helm template RELEASE CHART | podgate check -)")
+    return text
 
 
 def node_at(node: yaml.Node, path: Sequence[Any], keys: bool = False) -> yaml.Node:

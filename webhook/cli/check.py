@@ -12,6 +12,7 @@ documents; but a run that finds no Kubernetes object at all is bad input too, so
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +42,10 @@ class InputError:
     item: int | None = None
 
     @classmethod
-    def at(cls, doc: Document, message: str) -> InputError:
-        return cls(f"{doc.source}:{doc.line}: {doc.where}: {message}", doc.source, doc.line, doc.index, doc.item)
+    def at(cls, doc: Document, message: str, line: int | None = None) -> InputError:
+        """An error of a document, at its first line or at ``line`` (of the field at fault)."""
+        line = line or doc.line
+        return cls(f"{doc.source}:{line}: {doc.where}: {message}", doc.source, line, doc.index, doc.item)
 
     def __str__(self) -> str:
         return self.message
@@ -64,6 +67,7 @@ class CheckResult:
     injected: bool
     decision: Decision | None
     error: str | None = None  # podgate could not check the object (bad input): exit 2
+    error_line: int | None = None  # the line of the field at fault, where the error names one
     # an injected Pod's effective requests with the proxy, and how much of them the injection added
     requests: dict[str, str] | None = None
     proxy_requests: dict[str, str] | None = None
@@ -87,6 +91,8 @@ class CheckResult:
             out.update(effective_requests=self.requests, proxy_requests=self.proxy_requests)
         if self.error:
             out["error"] = self.error
+            if self.error_line is not None:
+                out["line"] = self.error_line
         elif not self.allowed and not self.findings and self.decision and self.decision.message:
             out["message"] = self.decision.message
         return out
@@ -136,7 +142,20 @@ class Report:
                             "warned": sum(r.warned for r in self.results), "errors": len(self.errors)}}
 
 
+_FIELD = re.compile(r"(?:^|[ (])(/[^\s:]*): ")  # the JSON pointer of the field at fault, in an error
+
+
 def check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool) -> CheckResult:
+    """``_check_document``, with the line of the field that an error names (not the document's)."""
+    result = _check_document(doc, ctx, default_namespace, inject)
+    if result.error and (found := _FIELD.search(result.error)):
+        # a Pod's own pointers are into the Pod made from a workload's template ("Pod template /spec/...")
+        into_pod = "Pod template /" in result.error
+        result.error_line = doc.line_at(found[1], into_pod=into_pod)
+    return result
+
+
+def _check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool) -> CheckResult:
     """Mutate (unless told not to), then validate, as the API server would for this object. A
     workload is sent to the validating webhook as it is applied: the server judges its template
     as /mutate would inject it (``admission``); with ``--no-inject``, its template Pod as it is."""
@@ -238,7 +257,8 @@ def run(paths: Sequence[str], ctx: Context, labels: StaticNamespaceLabels, names
         shown.close()
     for r in report.results:
         if r.error:  # also on stderr: the report on stdout may go to a file or a pipe
-            report.errors.append(InputError.at(r.document, f"{r.document.kind} {r.namespace}/{r.name}: {r.error}"))
+            report.errors.append(InputError.at(r.document, f"{r.document.kind} {r.namespace}/{r.name}: {r.error}",
+                                               r.error_line))
     return report
 
 

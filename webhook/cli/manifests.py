@@ -11,7 +11,7 @@ Kubernetes objects at all (``Document.problem`` says what is wrong with them).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..errors import PodgateError, PodShapeError
 from ..files import INPUT_FILE_MAX, InputFileError, read_text
 from ..pods import pod_name
 from ..workloads import WORKLOAD_KINDS, WorkloadKind, template_pod, with_template_pod
-from ..yamlpos import error_line, error_text, load_documents
+from ..yamlpos import error_line, error_text, load_documents, node_at
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -45,6 +45,18 @@ class Document:
     item: int | None = None  # index in the List's items, for an object that comes from a List
     parent: dict[str, Any] | None = None  # that List, for writing it back whole (podgate inject)
     line: int | None = None  # 1-based line where the document (or List item) starts
+    node: yaml.Node | None = field(default=None, repr=False, compare=False)  # its YAML, for line_at
+
+    def line_at(self, pointer: str, into_pod: bool = False) -> int | None:
+        """The line of the field at JSON pointer ``pointer`` (in the Pod made from the template,
+        with ``into_pod``), or of the deepest field along it; the document's line without YAML."""
+        if self.node is None:
+            return self.line
+        path: list[Any] = [int(p) if p.isdigit() else p.replace("~1", "/").replace("~0", "~")
+                           for p in pointer.split("/")[1:]]
+        if into_pod and self.workload is not None:
+            path = [*self.workload.template_path, *path]
+        return node_at(self.node, path, keys=True).start_mark.line + 1
 
     @property
     def where(self) -> str:
@@ -172,14 +184,16 @@ def _expand(label: str, index: int, obj: Any, node: yaml.Node) -> list[Document]
     any is itself the document)."""
     line = node.start_mark.line + 1
     if not (isinstance(obj, dict) and _is_list(obj) and isinstance(obj.get("items"), list)):
-        return [Document(label, index, obj, line=line)]
+        return [Document(label, index, obj, line=line, node=node)]
     item_nodes: list[yaml.Node] = []
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode) and key.value == "items" and isinstance(value, yaml.SequenceNode):
                 item_nodes = value.value
-    lines = [n.start_mark.line + 1 for n in item_nodes] if len(item_nodes) == len(obj["items"]) else []
-    items = [Document(label, index, item, item=i, line=lines[i] if lines else line, parent=obj)
+    if len(item_nodes) != len(obj["items"]):
+        item_nodes = []
+    items = [Document(label, index, item, item=i, parent=obj, line=item_nodes[i].start_mark.line + 1 if item_nodes
+                      else line, node=item_nodes[i] if item_nodes else None)
              for i, item in enumerate(obj["items"]) if item is not None]
     return items or [Document(label, index, obj, line=line)]  # an empty List is still an object
 
