@@ -910,7 +910,10 @@ def test_helm_generated_certificate_is_wired_to_the_webhooks(chart, ca_pem):
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.DNSName)
     assert f"{RELEASE}.{NAMESPACE}.svc" in names  # the name the API server uses for the Service
-    assert cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=365)
+    # a year (certs.helm.days): what a security review accepts for a key nothing renews by itself
+    left = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(days=364) < left <= dt.timedelta(days=366)
+    assert ca.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) <= dt.timedelta(days=366)
 
 
 def test_cert_manager_injects_the_ca_of_the_serving_certificate(chart, ca_pem):
@@ -1363,3 +1366,15 @@ def test_the_crd_option_installs_the_policyreport_crd_and_keeps_it(chart, ca_pem
 def test_schema_rejects_bad_audit_values(chart, values, where):
     with pytest.raises(hp.HelmValuesError, match=re.escape(where)):
         chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def test_defaults_agree_with_the_charts_own_advice(chart: hp.Chart) -> None:
+    """One gunicorn worker per CPU the Pod may use (a worker is one Python process); a generated
+    certificate that lives at most the 398 days public CAs may issue, and the notes say how long."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    cpu = str(values["resources"]["limits"]["cpu"])
+    cpus = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    assert values["server"]["workers"] <= cpus, (values["server"]["workers"], cpu)
+    assert values["certs"]["helm"]["days"] <= 398
+    [notes] = [t for p, t in render_manifests(chart, {}).items() if p.endswith("NOTES.txt")]
+    assert f"valid for {values['certs']['helm']['days']} days" in notes and "certs.helm.rotate=true" in notes
