@@ -8,13 +8,23 @@ AUDIT_VENV ?= .audit-venv
 
 .PHONY: serve test bench lint layers audit clean
 
+# Two installs in one venv: what serving needs (the package and its dependencies), and that plus
+# the test extras. `make serve` on a fresh machine installs only the first; `make test` the second
+# (which also satisfies serve).
+$(BIN)/.installed-serve: pyproject.toml
+	if [ $(BIN)/.installed -nt pyproject.toml ]; then exit 0; fi; \
+	$(PYTHON) -m venv $(VENV) && \
+	$(BIN)/pip install --quiet --upgrade pip && \
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $@
+	touch $@ $(BIN)/.installed-serve
 
-serve: $(BIN)/.installed
+serve: $(BIN)/.installed-serve
 	$(BIN)/podgate serve $(ARGS)
 
 test: $(BIN)/.installed

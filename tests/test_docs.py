@@ -294,3 +294,34 @@ def test_the_docs_name_every_kind_check_reads() -> None:
         [sentence] = [m for m in re.findall(r"Pod templates of [^.]*\.", text)][:1]
         for kind in WORKLOAD_KINDS:
             assert kind in sentence, f"{doc.name}: the kinds check reads lack {kind}: {sentence}"
+
+
+def test_make_serve_installs_only_what_serving_needs(tmp_path: Path) -> None:
+    """On a fresh machine `make serve` installs the package alone, `make test` the test extras too."""
+    def plan(target: str) -> str:
+        proc = subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=REPO, capture_output=True,
+                              text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    serve = plan("serve")
+    assert "pip install --quiet -e ." in serve and "[test]" not in serve and "podgate serve" in serve
+    test = plan("test")
+    assert "pip install --quiet -e '.[test]'" in test and "pytest" in test
+
+    # and serving imports nothing that only the test extras bring
+    test_only = ["pytest", "hypothesis", "trustme", "helm_python", "kubernetes_validate", "importlinter"]
+    code = ("import sys\n"
+            f"blocked = {test_only!r}\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in blocked: raise ImportError('test extra: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from webhook.cli.commands import build_parser\n"
+            "import webhook.server.runner, webhook.server.worker\n"
+            "from webhook.server.app import create_app\n"
+            "from webhook.server.settings import Settings\n"
+            "create_app(Settings(reload_interval=0))\n"
+            "build_parser().parse_args(['serve'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
