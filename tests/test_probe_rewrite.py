@@ -170,3 +170,27 @@ def test_reinvocation_after_reinvocation_changes_nothing(ctx: Context) -> None:
     second = decide(parse_review(pod_review(again, "meshed")), "mutate", ctx)
     assert second.allowed and not second.patch
     assert decide(parse_review(pod_review(again, "meshed")), "validate", ctx).allowed
+
+
+def test_reinvocation_of_a_classic_proxy_updates_its_env_var_in_containers() -> None:
+    """With mode classic (and hold) the proxy is an app container: the originals of a container
+    added since are merged into its env var there."""
+    from webhook.namespaces import StaticNamespaceLabels
+    from webhook.policy import load_policy_set
+
+    from .conftest import DATA
+
+    classic = Context(load_policy_set(DATA / "inject" / "classic-hold.policies"),
+                      StaticNamespaceLabels({"meshed": {"podgate.io/mesh": "enabled"}}))
+    p = meshed(pod(ctr("app", port(8080), readiness=("httpGet", 8080))))
+    got = admitted(p, classic).object
+    assert [c["name"] for c in got["spec"]["containers"]] == ["mesh-proxy", "app"]
+    got["spec"]["containers"].append(ctr("late", port(7000), startup=("tcpSocket", 7000)))
+    decision = decide(parse_review(pod_review(got, "meshed")), "mutate", classic)
+    assert decision.patch and all(op["path"].startswith(("/spec/containers/", "/metadata/")) for op in decision.patch)
+    again = jsonpatch.apply_patch(got, decision.patch)
+    k8s_schema.check(again)
+    assert originals(again) == {"app": {"readinessProbe": {"httpGet": {"path": "/", "port": 8080}}},
+                                "late": {"startupProbe": {"tcpSocket": {"port": 7000}}}}
+    assert not decide(parse_review(pod_review(again, "meshed")), "mutate", classic).patch
+    assert decide(parse_review(pod_review(again, "meshed")), "validate", classic).allowed
