@@ -16,6 +16,7 @@ import pytest
 from .conftest import recorded, review_for
 from .live_server import LiveServer, live_server
 from .test_rules import ctr, pod, port
+from .test_workloads import recorded as recorded_workload
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,25 @@ def test_reuses_a_good_certificate(tmp_path: Path) -> None:
     first = ensure_self_signed(tmp_path).cert.read_bytes()
     assert ensure_self_signed(tmp_path).cert.read_bytes() == first
     assert ensure_self_signed(tmp_path, ["other.example"]).cert.read_bytes() != first
+
+
+def test_workloads_and_ephemeral_containers_over_tls(server: LiveServer) -> None:
+    """The recorded kubectl apply of a colliding Deployment, a CronJob without jobTemplate and
+    kubectl debug's ephemeral containers, through real gunicorn and TLS: answers, never a 5xx."""
+    deployment = recorded_workload("0001_validate_CREATE_Deployment")
+    resp = post(server, "/validate", deployment)
+    assert resp.status_code == 200
+    assert resp.json()["response"]["status"]["message"].startswith(
+        'deployment "shop/web" spec.template: [port-collision]')
+    cronjob = recorded_workload("0012_validate_CREATE_CronJob")
+    del cronjob["request"]["object"]["spec"]["jobTemplate"]
+    resp = post(server, "/validate", cronjob)
+    assert resp.status_code == 200 and resp.json()["response"]["status"]["code"] == 400
+    assert "request.object/spec/jobTemplate: is missing" in resp.json()["response"]["status"]["message"]
+    debug = recorded_workload("0015_validate_UPDATE_Pod-ephemeralcontainers")
+    debug["request"]["namespace"] = "meshed"  # the server's namespace labels mesh "meshed"
+    assert "[proxy-uid-conflict] ephemeral container" in post(server, "/validate", debug).json()[
+        "response"]["status"]["message"]
+    del debug["request"]["oldObject"]
+    resp = post(server, "/validate", debug)
+    assert resp.status_code == 200 and resp.json()["response"]["status"]["code"] == 400

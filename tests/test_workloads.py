@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from webhook.admission import Context, review
+from webhook.cli.commands import main
 from webhook.namespaces import StaticNamespaceLabels
 from webhook.policy import load_policy_set
 from webhook.rules import RULES
@@ -294,3 +295,11 @@ def test_a_malformed_old_template_does_not_hide_a_finding(shop: Context) -> None
     body = copy.deepcopy(recorded("0017_validate_UPDATE_Deployment"))
     body["request"]["oldObject"]["spec"]["template"] = "garbage"
     assert answer(body, shop)["status"]["message"].startswith('deployment "shop/web" spec.template: [port-collision]')
+
+
+def test_podgate_review_answers_a_recorded_workload_request(capsys: pytest.CaptureFixture[str]) -> None:
+    path = next(WORKLOADS.glob("0001_*"))
+    assert main(["review", str(path)]) == 1  # denied
+    answer = json.loads(capsys.readouterr().out)["response"]
+    assert answer["status"]["message"].startswith('deployment "shop/web" spec.template: [port-collision]')
+    assert main(["review", str(next(WORKLOADS.glob("0003_*")))]) == 0  # the deployment controller's ReplicaSet
