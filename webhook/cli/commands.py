@@ -365,7 +365,7 @@ def cmd_completion(args: argparse.Namespace) -> int:
 # --- version ----------------------------------------------------------------------------------
 
 # what a bug report needs: the libraries that decide what podgate answers and how it serves
-_LIBRARIES = ("flask", "gunicorn", "jsonschema", "kubernetes", "PyYAML", "ruamel.yaml", "cryptography", "orjson",
+_LIBRARIES = ("flask", "gunicorn", "jsonschema", "kubernetes", "PyYAML", "cryptography", "orjson",
               "prometheus-client", "jsonpatch", "argcomplete")
 
 
