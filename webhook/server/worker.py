@@ -392,13 +392,7 @@ class BalancedThreadWorker(ThreadWorker):
             self._drop(next(iter(self.collecting)))
             return True
         if self.keepalived_conns:
-            conn = self.keepalived_conns.popleft()
-            try:
-                self.poller.unregister(conn.sock)
-            except (KeyError, ValueError, OSError):
-                pass
-            self.nr_conns -= 1
-            close_now(conn.sock)
+            self._drop(self.keepalived_conns.popleft())
             return True
         return False
 
