@@ -351,16 +351,18 @@ def test_only_a_body_gunicorn_already_holds_skips_the_socket_timeout() -> None:
     from gunicorn.http.body import Body, ChunkedReader, LengthReader
     from gunicorn.http.unreader import IterUnreader
 
-    from webhook.server.views import _buffered
+    from webhook.server.views import _held_length
 
     def held(data: bytes) -> IterUnreader:
         unreader = IterUnreader([])
         unreader.unread(data)
         return unreader
 
-    assert _buffered({"wsgi.input": Body(LengthReader(held(b"x" * 100), 100))})
-    assert _buffered({"wsgi.input": Body(LengthReader(held(b"x" * 150), 100))})  # the next request behind it
-    assert not _buffered({"wsgi.input": Body(LengthReader(held(b"x" * 99), 100))})  # one byte still to come
-    assert not _buffered({"wsgi.input": Body(ChunkedReader(object(), held(b"5\r\nhello\r\n0\r\n\r\n")))})
-    assert not _buffered({"wsgi.input": io.BytesIO(b"{}")})  # another server's stream
-    assert not _buffered({})
+    assert _held_length({"wsgi.input": Body(LengthReader(held(b"x" * 100), 100))}) == 100
+    assert _held_length({"wsgi.input": Body(LengthReader(held(b"x" * 150), 100))}) == 100  # the next request behind it
+    assert _held_length({"wsgi.input": Body(LengthReader(held(b"x" * 99), 100))}) is None  # one byte still to come
+    assert _held_length({"wsgi.input": Body(ChunkedReader(object(), held(b"5\r\nhello\r\n0\r\n\r\n")))}) is None
+    assert _held_length({"wsgi.input": io.BytesIO(b"{}"), "CONTENT_LENGTH": "2"}) == 2  # held in memory
+    assert _held_length({"wsgi.input": io.BytesIO(b"{}")}) is None  # no length: read it as a stream
+    assert _held_length({"wsgi.input": io.BytesIO(b"{}"), "CONTENT_LENGTH": "-1"}) is None
+    assert _held_length({}) is None

@@ -102,3 +102,65 @@ def test_unknown_route_and_method(client: FlaskClient) -> None:
     assert client.get("/nope").status_code == 404
     resp = client.get("/validate")
     assert resp.status_code == 405 and resp.json["status"] == 405
+
+
+def _wsgi(app: Any, path: str, body: bytes, content_type: str = "application/json") -> tuple[str, list[Any], bytes]:
+    """Call a WSGI callable as gunicorn would, with the body held in memory."""
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(path=path, method="POST", data=body, content_type=content_type).get_environ()
+    started: list[Any] = []
+    answer = b"".join(app(environ, lambda status, headers, exc_info=None: started.extend((status, headers))))
+    return started[0], sorted(started[1]), answer
+
+
+def _all_recorded() -> list[Any]:
+    from .conftest import APISERVER_REVIEWS
+
+    files = sorted(APISERVER_REVIEWS.glob("*.json")) + sorted((APISERVER_REVIEWS.parent / "workloads").glob("*.json"))
+    return [pytest.param(f, id=f.name.split(".")[0]) for f in files]
+
+
+@pytest.mark.parametrize("path", ["/validate", "/mutate"])
+@pytest.mark.parametrize("recorded_file", _all_recorded())
+def test_the_direct_path_answers_as_the_flask_view(recorded_file: Any, path: str) -> None:
+    """What the API server sends skips Flask; its answer is byte for byte the Flask view's."""
+    app = create_app(Settings(reload_interval=0))
+    body = recorded_file.read_bytes()
+    direct, flask_only = app.wsgi_app, app.wsgi_app.flask
+    assert _wsgi(direct, path, body) == _wsgi(flask_only, path, body)
+
+
+@pytest.mark.parametrize("body", [b"", b"{not json", b"[1, 2]", b'{"kind": "Pod"}', b"\xff\xfe"])
+def test_the_direct_path_refuses_bad_bodies_as_the_flask_view(body: bytes) -> None:
+    app = create_app(Settings(reload_interval=0))
+    answer = _wsgi(app.wsgi_app, "/validate", body)
+    assert answer == _wsgi(app.wsgi_app.flask, "/validate", body)
+    assert answer[0].startswith("400 ")
+
+
+def test_only_whole_json_posts_to_the_webhooks_skip_flask() -> None:
+    app = create_app(Settings(reload_interval=0, max_body_bytes=1024))
+    direct = app.wsgi_app
+    seen: list[str] = []
+    inner = direct.flask
+    direct.flask = lambda environ, start: seen.append(environ["PATH_INFO"]) or inner(environ, start)
+    body = json.dumps(review_for(pod(ctr("a", port(80))))).encode()
+    assert _wsgi(direct, "/validate", body)[0] == "200 OK"
+    assert _wsgi(direct, "/mutate", body, "application/json; charset=utf-8")[0] == "200 OK"
+    assert seen == []  # both answered without Flask
+    assert _wsgi(direct, "/validate", body, "text/plain")[0].startswith("415 ")
+    assert _wsgi(direct, "/validate", b"{" * 2048)[0].startswith("413 ")  # over max_body_bytes
+    assert _wsgi(direct, "/other", body)[0].startswith("404 ")
+    assert seen == ["/validate", "/validate", "/other"]
+
+
+def test_an_unexpected_error_on_the_direct_path_is_a_logged_500(caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(Settings(reload_interval=0))
+    app.wsgi_app.state.store = None  # type: ignore[assignment]  (reading the policies fails)
+    body = json.dumps(review_for(pod(ctr("a", port(80))))).encode()
+    status, headers, answer = _wsgi(app.wsgi_app, "/validate", body)
+    assert status == "500 INTERNAL SERVER ERROR"
+    assert json.loads(answer) == {"error": "internal error; see podgate's logs", "status": 500}
+    assert "Traceback" not in answer.decode()
+    assert "unhandled error" in caplog.text

@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, store: PolicyStore | None = Non
 
     # The views import the metrics, which prometheus-client creates at import time: import them
     # only now, after the server has set PROMETHEUS_MULTIPROC_DIR.
-    from .views import baseline_bp, bp, metrics_view
+    from .views import DirectAdmission, baseline_bp, bp, metrics_view
 
     app.register_blueprint(bp)
     if settings.metrics:
@@ -99,4 +99,5 @@ def create_app(settings: Settings | None = None, store: PolicyStore | None = Non
         log.exception("unhandled error")
         return json_error(500, "internal error; see podgate's logs")
 
+    app.wsgi_app = DirectAdmission(app)  # type: ignore[method-assign]
     return app

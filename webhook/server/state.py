@@ -46,6 +46,9 @@ class State:
         return True, "ready"
 
 
+def error_body(status: int, message: str) -> bytes:
+    return orjson.dumps({"error": message, "status": status})
+
+
 def json_error(status: int, message: str) -> Response:
-    return Response(orjson.dumps({"error": message, "status": status}), status=status,
-                    mimetype="application/json")
+    return Response(error_body(status, message), status=status, mimetype="application/json")

@@ -1,48 +1,65 @@
-"""HTTP routes: read the body, hand it to ``admission.review``, log, and send the answer."""
+"""HTTP routes: read the body, hand it to ``admission.review``, log, and send the answer.
+
+The API server's requests (a POST of a JSON body that has arrived whole) do not go through
+Flask at all: ``DirectAdmission`` sits in front of the Flask app and answers them as a plain WSGI
+callable. Flask's request context, URL matching and Response object cost several times what the
+review itself does, on every Pod creation. Everything else (the other routes, chunked or partly
+received bodies, a wrong method or media type, errors) goes to the Flask views, which answer
+those cases as before; both paths answer through ``_answer``.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected
+from werkzeug.http import HTTP_STATUS_CODES
 
 from ..admission import Context, Webhook, review
 from ..errors import ReviewError
 from ..review import allowed, dumps, parse_review
 from . import metrics
 from .budget import query_budget, request_budget  # noqa: F401  (request_budget: part of this module's API)
-from .state import State, json_error
+from .state import State, error_body, json_error
 from .worker import CLOSE_KEY, DEADLINE_KEY
 
 bp = Blueprint("admission", __name__)
 # Registered only with Settings.bench_baseline (PODGATE_BENCH_BASELINE=1): never in production.
 baseline_bp = Blueprint("baseline", __name__)
 log = logging.getLogger("podgate.decision")
+errors = logging.getLogger("podgate")
 
 
 def _state() -> State:
     return current_app.extensions["podgate"]
 
 
-def _buffered(environ: dict[str, object]) -> bool:
-    """Whether gunicorn already holds the whole (Content-Length) body: reading it cannot block.
+def _held_length(environ: dict[str, Any]) -> int | None:
+    """The body's length if the server already holds the whole body, so reading it cannot block
+    (None: it may not have arrived, or its length is not known up front).
 
     The usual admission request arrives in one piece with its headers, so the deadline needs no
     socket timeout; setting one and restoring it would be two system calls per request, each
     giving up the GIL, and getting it back from the other threads costs more than the review.
     Anything unusual (chunked, partly received, another server) takes the guarded path.
     """
-    reader = getattr(environ.get("wsgi.input"), "reader", None)
+    stream = environ.get("wsgi.input")
+    if isinstance(stream, io.BytesIO):  # a test client's, or a body another server read ahead
+        length = environ.get("CONTENT_LENGTH")
+        return int(length) if isinstance(length, str) and length.isdigit() else None
+    reader = getattr(stream, "reader", None)  # gunicorn's Body, over a length reader
     length = getattr(reader, "length", None)
     buf = getattr(getattr(reader, "unreader", None), "buf", None)
     if type(length) is not int or not isinstance(buf, io.BytesIO):
-        return False
+        return None
     with buf.getbuffer() as held:
-        return held.nbytes >= length
+        return length if held.nbytes >= length else None
 
 
 class MalformedBody(Exception):
@@ -58,7 +75,7 @@ def _read_body(deadline: float) -> bytes | None:
     silently at MAX_CONTENT_LENGTH; its stream raises 413 on the read after it).
     """
     environ = request.environ
-    sock = None if _buffered(environ) else environ.get("gunicorn.socket")
+    sock = None if _held_length(environ) is not None else environ.get("gunicorn.socket")
     previous = sock.gettimeout() if sock is not None else None
     stream = request.stream  # over MAX_CONTENT_LENGTH by Content-Length: 413 here, nothing read
     body = bytearray()
@@ -103,6 +120,12 @@ def _admit(webhook: Webhook) -> Response:
         log.warning("request body not received in time", extra={"fields": {"webhook": webhook}})
         # the worker closes the connection (CLOSE_KEY): draining the rest would hold the thread
         return json_error(408, "the request body did not arrive within the time budget")
+    status, payload = _answer(state, webhook, body, started)
+    return Response(payload, status=status, mimetype="application/json")
+
+
+def _answer(state: State, webhook: Webhook, body: bytes, started: float) -> tuple[int, bytes]:
+    """Review the body, record and report it: the HTTP status and body of the answer."""
     policies = state.store.current  # one read: the whole request sees one policy set
     assert policies is not None  # create_app refuses to start without one
     outcome = review(body, webhook, Context(policies, state.namespace_labels))
@@ -111,8 +134,37 @@ def _admit(webhook: Webhook) -> Response:
     state.reporter.report(webhook, outcome, time.perf_counter() - started)
     if outcome.response is None:
         assert outcome.error is not None
-        return json_error(outcome.error.status, outcome.error.message)
-    return Response(dumps(outcome.response), mimetype="application/json")
+        return outcome.error.status, error_body(outcome.error.status, outcome.error.message)
+    return 200, dumps(outcome.response)
+
+
+WEBHOOKS: dict[str, Webhook] = {"/validate": "validate", "/mutate": "mutate"}
+StartResponse = Callable[..., Any]
+
+
+class DirectAdmission:
+    """``/validate`` and ``/mutate`` for a JSON body the server holds whole, in front of Flask."""
+
+    def __init__(self, app: Flask) -> None:
+        self.flask = app.wsgi_app
+        self.state: State = app.extensions["podgate"]
+        self.max_body = app.config["MAX_CONTENT_LENGTH"] or float("inf")
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        webhook = WEBHOOKS.get(environ.get("PATH_INFO", ""))
+        if webhook is None or environ.get("REQUEST_METHOD") != "POST" \
+                or (length := _held_length(environ)) is None or length > self.max_body \
+                or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json":
+            return self.flask(environ, start_response)
+        started = time.perf_counter()
+        try:
+            status, payload = _answer(self.state, webhook, environ["wsgi.input"].read(length), started)
+        except Exception:  # as the Flask app's handler: logged, and a 500 without the details
+            errors.exception("unhandled error")
+            status, payload = 500, error_body(500, "internal error; see podgate's logs")
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
 
 
 @bp.post("/validate")
