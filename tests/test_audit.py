@@ -507,3 +507,34 @@ def test_memory_is_bounded_by_the_page_not_the_cluster(default_policies: PolicyS
             server.stop()
     small, large = peaks
     assert large < small * 1.5, (small, large)
+
+
+def test_an_approved_opt_out_is_not_judged_again_by_who_made_the_pod(
+        api: StandInAPIServer, tmp_path: Path) -> None:
+    """A running Pod does not say who created it: the meshBypass section judged that identity at
+    admission (a Deployment's, or nobody's for the Pods its controller makes), so the audit does
+    not report its opt-out as an unauthorized bypass (it would name the audit's own user)."""
+    from .test_workloads import governed_policies
+
+    policies = governed_policies(tmp_path, "meshBypass: {allow: [{groups: [platform-admins]}]}")
+    api.set("shop", MESHED)
+    for pod in deployment(api, "shop", "legacy", 2):
+        pod["metadata"]["annotations"] = {"podgate.io/inject": "false"}
+        api.put("pods", pod)
+    direct = app_pod("debug-1", "shop", ports=(9090,))
+    direct["metadata"]["annotations"] = {"podgate.io/inject": "false"}
+    api.put("pods", direct)
+    excluded = inject(app_pod("api-1", "shop"), "shop", policies, MESHED)
+    excluded["metadata"]["annotations"]["podgate.io/exclude-inbound-ports"] = "8080"
+    api.put("pods", excluded)
+    code, doc = results(api, policies)
+    assert [v["rule"] for r in doc["results"] for v in r["violations"]] == []
+    assert code == 0 and doc["summary"]["denied"] == 0
+    code, out, _ = run(api, policies)
+    assert code == 0 and "unauthorized-mesh-bypass" not in out and "podgate-offline" not in out
+    # the audit still finds what does not depend on who made the Pod
+    api.put("pods", colliding_pod("clash-1", "shop") | {"metadata": {
+        "name": "clash-1", "namespace": "shop", "annotations": {"podgate.io/inject": "false"}}})
+    _, doc = results(api, policies)
+    assert {r["name"]: [v["rule"] for v in r["violations"]] for r in doc["results"] if r["violations"]} == {
+        "clash-1": ["port-collision"]}

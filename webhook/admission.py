@@ -33,10 +33,15 @@ REINVOKED = "probes rewritten in containers added since injection"  # the reason
 
 @dataclass(frozen=True)
 class Context:
-    """What a decision depends on besides the request: the policies and namespace labels."""
+    """What a decision depends on besides the request: the policies and namespace labels, and
+    whether the Pods are being admitted or already run (``running``: podgate audit)."""
 
     policies: PolicySet
     namespace_labels: NamespaceLabels = no_namespace_labels
+    # The requests are of Pods that already run, read from the cluster: who created them is not
+    # known (the meshBypass section judged it at admission, so it is not judged again), and a
+    # missing proxy is fixed by a restart.
+    running: bool = False
 
 
 @dataclass
@@ -83,11 +88,12 @@ def _shape_error(exc: PodShapeError, which: str = "object", what: str = "this Po
                     message=f"podgate cannot check {what}: request.{which}{exc.path}: {exc.message}")
 
 
-def _real_requester(request: AdmissionRequest) -> Requester | None:
+def _real_requester(request: AdmissionRequest, ctx: Context) -> Requester | None:
     """Who sent the request, unless it is a controller acting for whoever made the owning object
-    (webhook.bypass): then the policy's meshBypass section does not judge it."""
+    (webhook.bypass), or the Pod already runs (``Context.running``): then the policy's meshBypass
+    section does not judge it."""
     who = requester(request.user)
-    return None if who.is_controller else who
+    return None if who.is_controller or ctx.running else who
 
 
 def _where(namespace: str, name: str) -> str:
@@ -147,8 +153,8 @@ def decide(request: AdmissionRequest, webhook: Webhook, ctx: Context) -> Decisio
     refusal = _opt_in_refusal(pod, policy, request, where)
     if refusal is not None:
         return refusal
-    who = _real_requester(request)
-    findings = evaluate(policy.subject(pod, labels, who), policy.actions)
+    who = _real_requester(request, ctx)
+    findings = evaluate(policy.subject(pod, labels, who, running=ctx.running), policy.actions)
     if request.operation == "UPDATE" and findings:
         findings = _new_findings(findings, request, policy, labels, who)
     return _verdict(findings, policy, where)
@@ -225,7 +231,7 @@ def _decide_ephemeral(request: AdmissionRequest, ctx: Context) -> Decision:
     if isinstance(governing, Decision):
         return governing
     policy, labels = governing
-    findings = evaluate(policy.subject(pod, labels, _real_requester(request), ephemeral=added), policy.actions)
+    findings = evaluate(policy.subject(pod, labels, _real_requester(request, ctx), ephemeral=added), policy.actions)
     return _verdict(findings, policy, where)
 
 

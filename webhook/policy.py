@@ -246,17 +246,19 @@ class Policy:
         return None
 
     def subject(self, pod: Pod, namespace_labels: Labels | None, requester: Requester | None = None,
-                ephemeral: tuple[Container, ...] | None = None) -> Subject:
+                ephemeral: tuple[Container, ...] | None = None, running: bool = False) -> Subject:
         """The input of the rules: the Pod plus what this policy says about its mesh, who asked
-        (where that is a real identity) and, for an ephemeralcontainers update, what it adds."""
+        (where that is a real identity), for an ephemeralcontainers update what it adds, and
+        whether the Pod already runs (podgate audit)."""
         assert pod.detailed, "the rules read listeners, probes and UIDs: parse_pod(detailed=True)"
         if self.mesh is None:
-            return Subject(pod, ephemeral=ephemeral)
+            return Subject(pod, ephemeral=ephemeral, running=running)
         selected = self.mesh.selects(pod, namespace_labels)
         state = proxy_state(pod, namespace_labels, self.mesh)
         return Subject(pod, state.judging_profile.proxy, selected and not self.mesh.opted_out(pod), selected,
                        requester, self.bypass, ephemeral,
-                       opt_out=self.mesh.annotation if self.mesh.allow_opt_out else None, proxy_state=state)
+                       opt_out=self.mesh.annotation if self.mesh.allow_opt_out else None, proxy_state=state,
+                       running=running)
 
 
 BUILTIN_POLICY = Policy(name="builtin", source="<builtin>", actions={})

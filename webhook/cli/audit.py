@@ -5,7 +5,8 @@ mutating webhook was down, a mesh profile changed since (a new proxy image), a r
 none of that shows on Pods already running. The audit reads every live Pod from the API server
 and runs it through the validate step of ``/validate`` (``admission.review``) under the
 namespace's labels as they are now; ``missing-proxy`` and ``stale-proxy`` say which workloads to
-restart. It streams: Pods are read a page at a time, namespace by namespace, and what is kept is
+restart. Who created a Pod is not recorded on it, so the meshBypass section (which judged that
+identity at admission) is not judged again. It streams: Pods are read a page at a time, namespace by namespace, and what is kept is
 a namespace's findings (for its PolicyReport), never the Pods themselves.
 
 It changes nothing in the cluster unless asked to write PolicyReports (``policyreports.py``).
@@ -14,7 +15,6 @@ Exit codes as ``check``: 0 nothing at deny level, 1 deny-level findings, 2 error
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +25,6 @@ import orjson
 import yaml
 
 from ..admission import Context, review
-from ..errors import PodShapeError
-from ..pods import parse_pod
 from ..policy import PolicySet
 from ..rules import Finding
 from ..status import STATUS_ANNOTATION
@@ -142,26 +140,10 @@ def _live_pod(obj: dict[str, Any], namespace: str) -> LivePod:
     return LivePod(namespace, name, uid)
 
 
-def _proxy_name(obj: dict[str, Any], namespace: str, labels: Any, mesh: Any) -> str:
-    """The proxy the Pod should carry: its revision's (podgate.io/rev on the Pod or namespace)."""
-    if mesh is None:
-        return "proxy"
-    try:
-        return mesh.judging_profile(parse_pod(obj, namespace, detailed=False), labels).proxy.name
-    except PodShapeError:  # validation read it, so this does not happen; the default's name will do
-        return mesh.profile.proxy.name
-
-
-def _restart_message(finding: Finding, pod: LivePod, proxy: str) -> Finding:
-    """``missing-proxy`` on a running Pod: the fix is a restart (the webhook runs on creation)."""
-    message = (f'[missing-proxy] pod "{pod.name}" must be meshed by policy but runs without the "{proxy}" '
-               f"container (created before its namespace was meshed, or while podgate's mutating webhook was "
-               f"unavailable): restart it so that podgate injects the proxy")
-    return dataclasses.replace(finding, violation=dataclasses.replace(finding.violation, message=message))
-
-
 def evaluate_pod(obj: dict[str, Any], namespace: str, ctx: Context, owner: Owner | None) -> PodResult:
-    """The validate step of ``/validate`` on a live Pod, as if it were being created now."""
+    """The validate step of ``/validate`` on a live Pod, as if it were being created now, but as
+    a Pod that already runs (``Context.running``): who created it is not judged (the meshBypass
+    section did that at admission), and a missing proxy is fixed by a restart."""
     pod = _live_pod(obj, namespace)
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
@@ -174,18 +156,7 @@ def evaluate_pod(obj: dict[str, Any], namespace: str, ctx: Context, owner: Owner
     if decision.reason in ("malformed object", "internal error", "namespace labels unavailable"):
         result.error = (decision.message or decision.reason).replace("request.object", "pod ", 1)
         return result
-    findings = decision.findings
-    if any(f.violation.rule == "missing-proxy" for f in findings):
-        labels = ctx.namespace_labels(namespace)
-        mesh = ctx.policies.governing(namespace, labels).mesh
-        proxy = _proxy_name(obj, namespace, labels, mesh)
-        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-        names = {c.get("name") for key in ("containers", "initContainers") for c in spec.get(key) or ()
-                 if isinstance(c, dict)}
-        if proxy not in names:  # not the classic-init-container case: that one a restart does not fix
-            findings = [_restart_message(f, pod, proxy) if f.violation.rule == "missing-proxy" else f
-                        for f in findings]
-    result.findings = findings
+    result.findings = decision.findings
     return result
 
 
@@ -270,7 +241,7 @@ class Auditor:
         yield from names
 
     def _audit_namespace(self, namespace: str) -> NamespaceFindings | None:
-        ctx = Context(self.policies, self._labels.get)
+        ctx = Context(self.policies, self._labels.get, running=True)
         findings = NamespaceFindings(namespace)
         workloads: dict[tuple[str, str] | str, Workload] = {}
         for page in self.cluster.pods(namespace):

@@ -95,6 +95,7 @@ class Subject:
     opt_out: str | None = None  # the annotation that opts a Pod out; None: the policy allows no opt-out
     # which revision and profile the Pod should have and which it was injected with (None: not known)
     proxy_state: ProxyState | None = None
+    running: bool = False  # the Pod already runs (podgate audit): a missing proxy is fixed by a restart
 
     @property
     def checked(self) -> tuple[Container, ...]:

@@ -14,7 +14,8 @@ from . import Subject, Violation, rule
       why="Whoever can create a Pod can otherwise take it out of the mesh (no mTLS, no mesh policy, no telemetry) "
           "with one annotation, or with kubectl debug --profile=netadmin. Only fires where the Policy has a "
           "meshBypass section; it judges the identity that made the object (a workload, a Pod created directly, "
-          "an ephemeral container), never a controller acting for someone.",
+          "an ephemeral container), never a controller acting for someone, nor a Pod that already runs (podgate "
+          "audit: who created it is not recorded on it).",
       fix="Remove the bypass (the opt-out or exclude-ports annotation, the NET_ADMIN capability), or have it applied "
           "by an identity that the policy's meshBypass section allows (docs/policy-guide.md: who may opt out).",
       example='a Deployment annotated podgate.io/inject: "false" by a user outside the group platform-admins')

@@ -99,6 +99,13 @@ def missing_proxy(s: Subject) -> Iterator[Violation]:
             f"classic init container, which exits before the app containers start, so no proxy runs: rename that "
             f"init container so podgate can inject the proxy{_or_opt_out(s)}")
         return
+    if s.running:  # the webhook injects on creation only
+        yield Violation(
+            "missing-proxy",
+            f'[missing-proxy] pod "{pod.display_name}" must be meshed by policy but runs without the '
+            f'"{s.proxy.name}" container (created before its namespace was meshed, or while podgate\'s mutating '
+            f"webhook was unavailable): restart it so that podgate injects the proxy")
+        return
     yield Violation(
         "missing-proxy",
         f'[missing-proxy] pod "{pod.display_name}" must be meshed by policy but has no "{s.proxy.name}" '
