@@ -4,6 +4,7 @@ reported by name and the rest is still checked)."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from pathlib import Path
@@ -36,7 +37,7 @@ WORKLOADS = {
 
 def obj(kind: str, name: str, namespace: str | None = None) -> dict:
     meta = {"name": name, **({"namespace": namespace} if namespace else {})}
-    return {"kind": kind, "metadata": meta, **WORKLOADS[kind]}
+    return {"kind": kind, "metadata": meta, **copy.deepcopy(WORKLOADS[kind])}  # a test may change its copy
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -66,12 +67,14 @@ def test_whole_corpus_without_a_crash(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 2  # some files cannot be parsed, some are fragments
     for bad in BAD_FILES:
         assert f"podgate: {bad}:" in err
-    # Pod fragments without kind (Kuma's controller test data) are named, document by document;
+    # Pod fragments without kind (Kuma's controller test data) are named, document by document, and
+    # so are Pods of apiVersion apps/v1 (Linkerd's injector test data), which the API server refuses;
     # empty files (Linkerd's empty goldens) and null List items are skipped silently
     fragments = [(p, d) for p in CORPUS_FILES if p not in BAD_FILES for d in read_documents(str(p)) if d.problem]
     assert fragments
     for path, doc in fragments:
-        assert f"podgate: {path}:{doc.line}: document {doc.index}: not a Kubernetes object: no kind" in err
+        what = "Pod of apiVersion apps/v1" if isinstance(doc.obj, dict) and doc.obj.get("apiVersion") == "apps/v1" else "not a Kubernetes object: no kind"
+        assert f"podgate: {path}:{doc.line}: document {doc.index}: {what}" in err
     empty = [p for p in CORPUS_FILES if p not in BAD_FILES and not read_documents(str(p))]
     assert empty and not [p for p in empty if str(p) in err]
     unreadable = [r for r in report["results"] if "error" in r]  # objects podgate cannot check: on stderr too
@@ -386,3 +389,30 @@ def test_the_summary_counts_an_unreadable_object_once(tmp_path: Path, capsys: py
     out = capsys.readouterr().out
     assert code == 2
     assert out.splitlines()[-1] == "1 object checked: 0 denied, 0 warned, 2 not checked (errors)"
+
+
+def test_a_kind_of_another_api_group_is_not_read_as_the_workload_of_that_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A custom resource named Deployment (or Pod) is not an apps Deployment: its spec.template is
+    not a Pod template, and the cluster's podgate never sees it as one. It is skipped as other kinds
+    are; a Pod or workload in a Kubernetes group that does not serve it is bad input."""
+    crd = [{**obj(kind, f"custom-{kind.lower()}"), "apiVersion": "example.com/v1"} for kind in ("Deployment", "Pod")]
+    (tmp_path / "custom.yaml").write_text(yaml.safe_dump_all([*crd, obj("Deployment", "real")]))
+    code, out, err = run(capsys, "-o", "json", "--no-inject", str(tmp_path))
+    assert code == 1
+    assert [(r["kind"], r["name"]) for r in json.loads(out)["results"]] == [("Deployment", "real")]
+    docs = read_documents(str(tmp_path / "custom.yaml"))
+    assert [(d.has_pod, d.workload.group if d.workload else None) for d in docs] == [
+        (False, None), (False, None), (True, "apps")]
+    no_version = {k: v for k, v in obj("Deployment", "bare").items() if k != "apiVersion"}
+    (tmp_path / "custom.yaml").write_text(yaml.safe_dump(no_version))  # read by its kind, as before
+    assert [d.has_pod for d in read_documents(str(tmp_path / "custom.yaml"))] == [True]
+    old = {**obj("Deployment", "old"), "apiVersion": "extensions/v1beta1"}  # not served since 1.16
+    (tmp_path / "custom.yaml").write_text(yaml.safe_dump_all([old, {**obj("Pod", "p"), "apiVersion": "apps/v1"}]))
+    code, out, err = run(capsys, "--no-inject", str(tmp_path))
+    assert code == 2 and out == "0 objects checked: 0 denied, 0 warned, 2 not checked (errors)\n"
+    assert err.splitlines() == [
+        f"podgate: {tmp_path / 'custom.yaml'}:1: document 0: Deployment of apiVersion extensions/v1beta1: the API "
+        "server serves no Deployment there and would refuse it (a Deployment is apiVersion apps/v1)",
+        f"podgate: {tmp_path / 'custom.yaml'}:22: document 1: Pod of apiVersion apps/v1: the API server serves no "
+        "Pod there and would refuse it (a Pod is apiVersion v1)"]

@@ -5,7 +5,7 @@ the path the API server takes. A file that cannot be read or parsed, a document 
 Kubernetes object (not a mapping, or no kind), or an object podgate cannot check, is reported and
 the rest is still checked; the exit code says the worst thing seen: 2 bad input, 1 something
 denied, 0 all allowed. Objects of other kinds (ConfigMap, Service) are skipped, and so are empty
-documents; but a run that finds no Kubernetes object at all is bad input too, so that an empty
+documents and custom resources named as a workload is (their API group tells them apart); but a run that finds no Kubernetes object at all is bad input too, so that an empty
 ``helm template ... | podgate check -`` does not pass.
 """
 
@@ -180,7 +180,7 @@ def _check_document(doc: Document, ctx: Context, default_namespace: str, inject:
     decision = result.decision
     error = result.error
     if decision is not None and decision.reason == "malformed object" and decision.message:
-        where = "object" if doc.kind == "Pod" else "Pod template"
+        where = "object" if doc.is_pod else "Pod template"
         error = decision.message.replace("request.object", f"{where} ", 1)
     out = CheckResult(doc, namespace, name, result.allowed, result.injected, decision, error)
     if result.injected:

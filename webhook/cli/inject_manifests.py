@@ -50,9 +50,10 @@ def _inject(doc: Document, ctx: Context, default_namespace: str, run: InjectRun)
         run.errors.append(InputError.at(doc, problem))
         return doc.obj
     if not doc.has_pod:
-        if _looks_like_workload(doc.obj):  # e.g. an OpenShift DeploymentConfig
+        if _looks_like_workload(doc.obj):  # e.g. an OpenShift DeploymentConfig, a custom resource named Deployment
+            what = doc.kind if doc.kind not in WORKLOAD_KINDS else f"{doc.kind} of apiVersion {doc.obj['apiVersion']}"
             run.notes.append(f"{doc.source} [{doc.where}] {doc.kind} {doc.display_name}: not injected: podgate "
-                             f"reads Pods and the Pod templates of {', '.join(WORKLOAD_KINDS)}, not {doc.kind}")
+                             f"reads Pods and the Pod templates of {', '.join(WORKLOAD_KINDS)}, not {what}")
         return doc.obj
     namespace = doc.namespace(default_namespace)
     who = f"{doc.kind} {namespace}/{doc.display_name}"

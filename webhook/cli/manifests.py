@@ -20,7 +20,7 @@ import yaml
 from ..errors import PodgateError, PodShapeError
 from ..files import INPUT_FILE_MAX, InputFileError, read_text
 from ..pods import pod_name
-from ..workloads import WORKLOAD_KINDS, WorkloadKind, template_pod, with_template_pod
+from ..workloads import WORKLOAD_KINDS, WorkloadKind, template_pod, with_template_pod, workload_kind
 from ..yamlpos import error_line, error_text, load_documents, node_at
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -80,6 +80,12 @@ class Document:
                 else f"not a Kubernetes object: {what} (an empty mapping)"
         if _is_list(obj) and obj.get("items") is not None and not isinstance(obj["items"], list):
             return f"{kind} items must be a list, got {_describe(obj['items'])}"
+        served = "" if kind == "Pod" else WORKLOAD_KINDS[kind].group if kind in WORKLOAD_KINDS else None
+        group = self.group
+        if served is not None and group is not None and group != served and _kubernetes_group(group):
+            # a custom resource of that name has a group of its own (with a dot): it is skipped
+            return (f"{kind} of apiVersion {obj['apiVersion']}: the API server serves no {kind} there and would "
+                    f"refuse it (a {kind} is apiVersion {served + '/' if served else ''}v1)")
         return None
 
     @property
@@ -106,13 +112,29 @@ class Document:
         return ns if isinstance(ns, str) and ns else default
 
     @property
+    def group(self) -> str | None:
+        """The API group of ``apiVersion`` (``""``: the core group, ``v1``); None without one."""
+        api_version = self.obj.get("apiVersion") if isinstance(self.obj, dict) else None
+        return api_version.rpartition("/")[0] if isinstance(api_version, str) and api_version else None
+
+    @property
+    def is_pod(self) -> bool:
+        return self.kind == "Pod" and self.group in (None, "")
+
+    @property
     def has_pod(self) -> bool:
-        return self.kind == "Pod" or self.kind in WORKLOAD_KINDS
+        return self.is_pod or self.workload is not None
 
     @property
     def workload(self) -> WorkloadKind | None:
-        """The workload kind of the object (None: a Pod, or no object with a Pod template)."""
-        return WORKLOAD_KINDS.get(self.kind)
+        """The workload kind of the object (None: a Pod, or no object with a Pod template). A kind
+        of another API group is not one (a custom resource named Deployment); an object without
+        apiVersion is read by its kind alone."""
+        group = self.group
+        if group is None:
+            found = WORKLOAD_KINDS.get(self.kind)
+            group = found.group if found is not None else ""
+        return workload_kind(group, self.kind)
 
     def pod(self, namespace: str) -> Any:
         """The Pod (for a workload: a Pod made from its template, webhook.workloads) as the API
@@ -139,6 +161,12 @@ def _describe(value: Any) -> str:
         text = repr(value)
         what += f" ({text[:40] + '...' if len(text) > 40 else text})"
     return what
+
+
+def _kubernetes_group(group: str) -> bool:
+    """A group of Kubernetes itself (apps, batch, extensions, networking.k8s.io, ...); a custom
+    resource's group is a domain of its owner's (example.com)."""
+    return "." not in group or group.endswith(".k8s.io")
 
 
 def _is_list(obj: dict[str, Any]) -> bool:
