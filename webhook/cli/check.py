@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..admission import Context, Decision, review
+from ..admission import Context, Decision
 from ..namespaces import StaticNamespaceLabels
 from ..resources import formatted, pod_requests
 from .manifests import MANIFEST_SUFFIXES, Document, ManifestError, iter_files, read_documents
@@ -114,10 +114,6 @@ class Report:
     errors: list[InputError] = field(default_factory=list)
     files: int = 0
 
-    @property
-    def exit_code(self) -> int:
-        return self.exit_for("deny")
-
     def exit_for(self, fail_on: str) -> int:
         """2 if anything could not be checked, 1 if an object fails (see ``failed``), else 0."""
         if self.errors:
@@ -161,30 +157,24 @@ def _check_document(doc: Document, ctx: Context, default_namespace: str, inject:
     as /mutate would inject it (``admission``); with ``--no-inject``, its template Pod as it is."""
     namespace = doc.namespace(default_namespace)
     name = doc.display_name  # as the server's messages name it: web-<generated> for generateName: web-
-    if doc.workload is not None and inject:
-        outcome = review(workload_review(doc.obj, namespace, doc.workload, uid="podgate-check"), "validate", ctx)
-        decision = outcome.decision
-        answer = outcome.response["response"] if outcome.response else {}
-        error = outcome.error.message if outcome.error else None
-        if decision is not None and decision.reason == "malformed object" and decision.message:
-            error = decision.message.replace(": request.object", ": ", 1)
-        out = CheckResult(doc, namespace, name, bool(answer.get("allowed")), bool(decision and decision.injects),
-                          decision, error)
-        if decision is not None and decision.injects:
-            _add_requests(out, doc.pod(namespace), decision.made_pod)
-        return out
     pod = doc.pod(namespace)
-    if pod is None:
+    as_workload = doc.workload is not None and inject
+    if as_workload:
+        result = admit(workload_review(doc.obj, namespace, doc.workload, uid="podgate-check"), "validate", ctx)
+    elif pod is None:
         return CheckResult(doc, namespace, name, False, False, None, error=f"{doc.kind} {name!r} has no Pod template")
-    result = admit(pod_review(pod, namespace, uid="podgate-check"), "admit" if inject else "validate", ctx)
+    else:
+        result = admit(pod_review(pod, namespace, uid="podgate-check"), "admit" if inject else "validate", ctx)
     decision = result.decision
     error = result.error
     if decision is not None and decision.reason == "malformed object" and decision.message:
-        where = "object" if doc.is_pod else "Pod template"
-        error = decision.message.replace("request.object", f"{where} ", 1)
-    out = CheckResult(doc, namespace, name, result.allowed, result.injected, decision, error)
-    if result.injected:
-        _add_requests(out, pod, result.object)
+        # a workload's message names the field from the workload's top; a Pod's, from the Pod's
+        error = decision.message.replace(": request.object", ": ", 1) if as_workload \
+            else decision.message.replace("request.object", f"{'object' if doc.is_pod else 'Pod template'} ", 1)
+    injected = bool(decision and decision.injects) if as_workload else result.injected
+    out = CheckResult(doc, namespace, name, result.allowed, injected, decision, error)
+    if injected:
+        _add_requests(out, pod, decision.made_pod if as_workload and decision else result.object)
     return out
 
 
