@@ -31,10 +31,9 @@ def webhook_from_name(name: str) -> Literal["validate", "mutate"]:
     return "mutate" if "mutate" in name else "validate"
 
 
-def pod_review(pod: Any, namespace: str, *, operation: str = "CREATE", uid: str = "podgate-offline",
-               dry_run: bool = True) -> dict[str, Any]:
+def pod_review(pod: Any, namespace: str, *, uid: str = "podgate-offline", dry_run: bool = True) -> dict[str, Any]:
     """The AdmissionReview the API server would send for creating this Pod."""
-    return object_review(pod, namespace, "", "Pod", operation=operation, uid=uid, dry_run=dry_run)
+    return object_review(pod, namespace, "", "Pod", uid=uid, dry_run=dry_run)
 
 
 def workload_review(obj: Any, namespace: str, kind: WorkloadKind, *, uid: str = "podgate-offline") -> dict[str, Any]:
@@ -43,8 +42,8 @@ def workload_review(obj: Any, namespace: str, kind: WorkloadKind, *, uid: str = 
     return object_review(obj, namespace, kind.group, kind.kind, uid=uid)
 
 
-def object_review(obj: Any, namespace: str, group: str, kind: str, *, operation: str = "CREATE",
-                  uid: str = "podgate-offline", dry_run: bool = True) -> dict[str, Any]:
+def object_review(obj: Any, namespace: str, group: str, kind: str, *, uid: str = "podgate-offline",
+                  dry_run: bool = True) -> dict[str, Any]:
     """The AdmissionReview for creating ``obj`` of ``group``/``kind`` (version v1)."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
@@ -52,7 +51,7 @@ def object_review(obj: Any, namespace: str, group: str, kind: str, *, operation:
     resource = {"group": group, "version": "v1", "resource": kind.lower() + "s"}
     request: dict[str, Any] = {
         "uid": uid, "kind": ref, "resource": resource, "requestKind": ref, "requestResource": resource,
-        "operation": operation, "namespace": namespace, "object": obj, "oldObject": None,
+        "operation": "CREATE", "namespace": namespace, "object": obj, "oldObject": None,
         "dryRun": dry_run, "userInfo": {"username": "podgate-offline"}}
     if isinstance(name, str) and name:
         request["name"] = name
