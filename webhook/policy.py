@@ -282,12 +282,12 @@ class PolicySet:
         return self.default
 
 
-def schema_problems(doc: Any) -> list[tuple[jsonschema.ValidationError, str]]:
-    """The policy-schema errors of a document (the first MAX_SCHEMA_ERRORS found: enough to fix,
-    and a bound on the work for a file of thousands of wrong entries), in document order, as
-    explain_schema_error gives them. A null fails its type; other keywords failing on the same
-    null say nothing more."""
-    found = islice(schema_validator().iter_errors(doc), MAX_SCHEMA_ERRORS)
+def schema_problems(doc: Any, file_name: str = SCHEMA_FILE) -> list[tuple[jsonschema.ValidationError, str]]:
+    """The errors of a document against a bundled schema (the policy schema unless named; the
+    first MAX_SCHEMA_ERRORS found: enough to fix, and a bound on the work for a file of thousands
+    of wrong entries), in document order, as explain_schema_error gives them. A null fails its
+    type; other keywords failing on the same null say nothing more."""
+    found = islice(schema_validator(file_name).iter_errors(doc), MAX_SCHEMA_ERRORS)
     errors = sorted(found, key=lambda e: (list(map(str, e.absolute_path)), e.message))
     nulls = {tuple(e.absolute_path) for e in errors if e.instance is None and e.validator == "type"}
     return [explain_schema_error(e) for e in errors

@@ -21,7 +21,7 @@ from ..errors import PodgateError, PodShapeError
 from ..files import INPUT_FILE_MAX, InputFileError, read_text
 from ..pods import pod_name
 from ..workloads import WORKLOAD_KINDS, WorkloadKind, template_pod, with_template_pod, workload_kind
-from ..yamlpos import error_line, error_text, load_documents, node_at
+from ..yamlpos import YamlDocument, error_line, error_text, load_documents, node_at
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -204,6 +204,11 @@ def read_documents(source: str) -> list[Document]:
         line = error_line(exc)
         where = f"{label}:{line}" if line else label
         raise ManifestError(f"{where}: invalid YAML/JSON: {error_text(exc)}", label, line) from None
+    return documents(label, parsed)
+
+
+def documents(label: str, parsed: Sequence[YamlDocument]) -> list[Document]:
+    """The Documents of a file already parsed (``load_documents``), as ``read_documents`` gives them."""
     return [d for doc in parsed for d in _expand(label, doc.index, doc.data, doc.node)]
 
 

@@ -16,24 +16,22 @@ import difflib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-import jsonschema
 import yaml
 
 from ..admission import Context
 from ..errors import PodgateError
 from ..files import INPUT_FILE_MAX, InputFileError, read_text
 from ..namespaces import StaticNamespaceLabels
-from ..policy import MAX_SCHEMA_ERRORS, PolicySet, explain_schema_error, schema_validator
+from ..policy import PolicySet, schema_problems
 from ..rules import RULES
 from ..yamlpos import YamlDocument, error_line, error_text, json_pointer, load_documents, schema_error_path
 from .explain import unknown_rule_message
 from .lint import load_policies
-from .manifests import Document, ManifestError, read_documents
+from .manifests import Document, ManifestError, documents, read_documents
 from .offline import Admission, Step, admit, pod_review, webhook_from_name
 
 SUITE_NAMES = ("podgate-test.yaml", "podgate-test.yml")
@@ -99,8 +97,13 @@ def _where(path: Path, doc: YamlDocument, at: list[Any]) -> str:
 
 def _read_structured(path: Path, what: str, where: str) -> list[Any]:
     """All documents of a JSON or YAML file a suite refers to."""
+    return [d.data for d in _parse_structured(path, what, where)]
+
+
+def _parse_structured(path: Path, what: str, where: str) -> list[YamlDocument]:
+    """``_read_structured``, with each document's YAML (for manifests: ``manifests.documents``)."""
     try:
-        return [d.data for d in load_documents(read_text(path, INPUT_FILE_MAX))]
+        return load_documents(read_text(path, INPUT_FILE_MAX))
     except InputFileError as exc:
         if not path.exists():
             raise SuiteError(f"{where}: {what} {path} does not exist") from None
@@ -150,10 +153,10 @@ def load_suite(path: Path, update_golden: bool = False) -> Suite:
     if len(docs) != 1:
         raise SuiteError(f"{path}: expected one YAML document (a TestSuite), found {len(docs)}")
     doc = docs[0]
-    found = islice(schema_validator(SCHEMA_FILE).iter_errors(doc.data), MAX_SCHEMA_ERRORS)
-    errors = sorted(found, key=lambda e: list(map(str, e.absolute_path)))
+    errors = schema_problems(doc.data, SCHEMA_FILE)
     if errors:
-        raise SuiteError("\n".join(_schema_message(path, doc, e) for e in errors))
+        raise SuiteError("\n".join(f"{_where(path, doc, schema_error_path(best))}: {message}"
+                                   for best, message in errors))
     data = doc.data
     problems = list(_unknown_rules(path, doc))
     base = path.parent
@@ -189,16 +192,6 @@ def _unknown_rules(path: Path, doc: YamlDocument) -> Iterator[str]:
             if violation["rule"] not in RULES:
                 yield (f"{_where(path, doc, ['cases', i, 'expect', 'violations', j, 'rule'])}: "
                        f"{unknown_rule_message(violation['rule'])}")
-
-
-def _schema_message(path: Path, doc: YamlDocument, error: jsonschema.ValidationError) -> str:
-    at = list(error.absolute_path)
-    if error.validator == "oneOf" and len(at) == 2 and at[0] == "cases":
-        message = "a case needs exactly one of request, manifest, object"
-    else:
-        best, message = explain_schema_error(error)
-        at = schema_error_path(best)
-    return f"{_where(path, doc, at)}: {message}"
 
 
 def _load_case(path: Path, doc: YamlDocument, i: int, raw: Mapping[str, Any],
@@ -591,13 +584,10 @@ class _Input:
 
 def _inputs(path: Path, namespace: str) -> list[_Input]:
     """The cases a file yields: one for a request, one per Pod or workload for a manifest."""
-    docs = _read_structured(path, "file", str(path))
-    if len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("kind") == "AdmissionReview":
-        return [_Input(docs[0])]
-    try:
-        pods = [d for d in read_documents(str(path)) if d.has_pod]
-    except ManifestError as exc:
-        raise SuiteError(str(exc)) from None
+    parsed = _parse_structured(path, "file", str(path))  # once: a manifest's Documents come from it too
+    if len(parsed) == 1 and isinstance(parsed[0].data, dict) and parsed[0].data.get("kind") == "AdmissionReview":
+        return [_Input(parsed[0].data)]
+    pods = [d for d in documents(str(path), parsed) if d.has_pod]
     if not pods:
         raise SuiteError(f"{path}: neither an AdmissionReview nor a manifest with a Pod or workload")
     many = len(pods) > 1
