@@ -183,3 +183,37 @@ def test_a_section_without_a_mesh_is_a_policy_error(tmp_path: Path) -> None:
                                      "spec:\n  meshBypass: {}\n")
     with pytest.raises(PolicyError, match="/spec/meshBypass: the policy has no mesh"):
         load_policy_set(tmp_path)
+
+
+def test_check_judges_a_bypass_as_the_identity_given_with_as(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """podgate check cannot know who will apply a manifest: by default it judges the bypass as an
+    identity no grant names (podgate-offline); --as and --as-group say who will (kubectl's flags)."""
+    from webhook.cli.commands import main
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    governed_policies(policies, "meshBypass: {allow: [{groups: [platform-admins]}]}")
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {podgate.io/mesh: enabled}}\n---\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {}\n"
+        "  template:\n    metadata: {annotations: {podgate.io/inject: 'false'}}\n"
+        "    spec: {containers: [{name: app, image: app}]}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: debug, namespace: shop, annotations: {podgate.io/inject: 'false'}}\n"
+        "spec: {containers: [{name: app, image: app}]}\n")
+
+    def check(*flags: str) -> tuple[int, str]:
+        code = main(["check", "--policies", str(policies), *flags, str(manifest)])
+        return code, capsys.readouterr().out
+
+    code, out = check()
+    assert code == 1 and out.count("[unauthorized-mesh-bypass]") == 2
+    assert 'does not allow "podgate-offline" to do that in namespace "shop"' in out
+    code, out = check("--as", "alice")
+    assert code == 1 and out.count('does not allow "alice" to do that') == 2
+    code, out = check("--as", "alice", "--as-group", "developers", "--as-group", "platform-admins")
+    assert code == 0 and "unauthorized-mesh-bypass" not in out
+    code, out = check("--as", "system:serviceaccount:ci:deployer")
+    assert code == 1 and 'does not allow "system:serviceaccount:ci:deployer"' in out
+    assert main(["check", "--policies", str(policies), "--as-group", "platform-admins", str(manifest)]) == 2
+    assert "--as-group goes with --as" in capsys.readouterr().err

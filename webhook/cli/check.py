@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -22,7 +22,7 @@ from ..admission import Context, Decision
 from ..namespaces import StaticNamespaceLabels
 from ..resources import formatted, pod_requests
 from .manifests import MANIFEST_SUFFIXES, Document, ManifestError, iter_files, read_documents
-from .offline import admit, pod_review, workload_review
+from .offline import OFFLINE_USER, admit, pod_review, workload_review
 from .progress import Progress
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
@@ -141,9 +141,10 @@ class Report:
 _FIELD = re.compile(r"(?:^|[ (])(/[^\s:]*): ")  # the JSON pointer of the field at fault, in an error
 
 
-def check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool) -> CheckResult:
+def check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool,
+                   user: Mapping[str, Any] = OFFLINE_USER) -> CheckResult:
     """``_check_document``, with the line of the field that an error names (not the document's)."""
-    result = _check_document(doc, ctx, default_namespace, inject)
+    result = _check_document(doc, ctx, default_namespace, inject, user)
     if result.error and (found := _FIELD.search(result.error)):
         # a Pod's own pointers are into the Pod made from a workload's template ("Pod template /spec/...")
         into_pod = "Pod template /" in result.error
@@ -151,20 +152,22 @@ def check_document(doc: Document, ctx: Context, default_namespace: str, inject: 
     return result
 
 
-def _check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool) -> CheckResult:
-    """Mutate (unless told not to), then validate, as the API server would for this object. A
-    workload is sent to the validating webhook as it is applied: the server judges its template
-    as /mutate would inject it (``admission``); with ``--no-inject``, its template Pod as it is."""
+def _check_document(doc: Document, ctx: Context, default_namespace: str, inject: bool,
+                    user: Mapping[str, Any]) -> CheckResult:
+    """Mutate (unless told not to), then validate, as the API server would for this object sent
+    by ``user``. A workload is sent to the validating webhook as it is applied: the server judges
+    its template as /mutate would inject it (``admission``); with ``--no-inject``, its template Pod
+    as it is."""
     namespace = doc.namespace(default_namespace)
     name = doc.display_name  # as the server's messages name it: web-<generated> for generateName: web-
     pod = doc.pod(namespace)
     as_workload = doc.workload is not None and inject
     if as_workload:
-        result = admit(workload_review(doc.obj, namespace, doc.workload, uid="podgate-check"), "validate", ctx)
+        result = admit(workload_review(doc.obj, namespace, doc.workload, uid="podgate-check", user=user), "validate", ctx)
     elif pod is None:
         return CheckResult(doc, namespace, name, False, False, None, error=f"{doc.kind} {name!r} has no Pod template")
     else:
-        result = admit(pod_review(pod, namespace, uid="podgate-check"), "admit" if inject else "validate", ctx)
+        result = admit(pod_review(pod, namespace, uid="podgate-check", user=user), "admit" if inject else "validate", ctx)
     decision = result.decision
     error = result.error
     if decision is not None and decision.reason == "malformed object" and decision.message:
@@ -231,8 +234,9 @@ def nothing_found(paths: Sequence[str], files: int) -> str:
 
 
 def run(paths: Sequence[str], ctx: Context, labels: StaticNamespaceLabels, namespace: str,
-        inject: bool, progress: TextIO | None = None) -> Report:
-    """Check everything under ``paths``; ``progress``: a stream for a progress line (a terminal)."""
+        inject: bool, progress: TextIO | None = None, user: Mapping[str, Any] = OFFLINE_USER) -> Report:
+    """Check everything under ``paths``, as sent by ``user`` (``request.userInfo``: whom the
+    meshBypass section judges); ``progress``: a stream for a progress line (a terminal)."""
     report = Report()
     docs = load(paths, report, labels)
     if not docs and not report.errors:
@@ -240,7 +244,7 @@ def run(paths: Sequence[str], ctx: Context, labels: StaticNamespaceLabels, names
     pods = [d for d in docs if d.has_pod]
     shown = Progress(progress, len(pods)) if progress is not None else None
     for done, doc in enumerate(pods, 1):
-        report.results.append(check_document(doc, ctx, namespace, inject))
+        report.results.append(check_document(doc, ctx, namespace, inject, user))
         if shown is not None:
             shown.update(done)
     if shown is not None:

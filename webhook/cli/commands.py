@@ -36,7 +36,7 @@ from .arguments import (Parser, UsageError, dns_label, existing_dir, existing_fi
                         kube_api, output_dir, san, seconds)
 from .check import EXIT_DENIED, EXIT_OK, EXIT_USAGE
 from .manifests import dump_documents
-from .offline import STEPS, webhook_from_name
+from .offline import OFFLINE_USER, STEPS, webhook_from_name
 
 
 def _policies(args: argparse.Namespace) -> PolicySet:
@@ -218,11 +218,21 @@ def _paths(args: argparse.Namespace) -> list[str]:
     return [*args.filenames, *args.paths]
 
 
+def _requester(args: argparse.Namespace) -> dict[str, Any]:
+    """``request.userInfo`` of check's requests: --as and --as-group, as kubectl's impersonation."""
+    if args.as_groups and args.as_user is None:
+        raise UsageError("--as-group goes with --as (the user who is in those groups)")
+    if args.as_user is None:
+        return dict(OFFLINE_USER)
+    return {"username": args.as_user, **({"groups": args.as_groups} if args.as_groups else {})}
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    user = _requester(args)
     labels = _namespace_labels(args)
     ctx = Context(_policies(args), labels)
     progress = sys.stderr if sys.stderr.isatty() else None
-    report = check.run(_paths(args), ctx, labels, args.namespace, not args.no_inject, progress=progress)
+    report = check.run(_paths(args), ctx, labels, args.namespace, not args.no_inject, progress=progress, user=user)
     check.print_errors(report.errors)
     if args.output == "json":
         _print_json(report.to_json())
@@ -547,6 +557,12 @@ def build_parser() -> Parser:
                    help="text: print only the objects denied, warned or not checked, and the summary")
     with_colour(p)
     p.add_argument("--no-inject", action="store_true", help="validate objects as they are, without injection")
+    p.add_argument("--as", dest="as_user", metavar="USER",
+                   help="the user who will apply the objects, as kubectl's --as (a ServiceAccount: "
+                        "system:serviceaccount:NS:NAME): whom a policy's meshBypass section judges "
+                        "(default: podgate-offline, whom no grant names)")
+    p.add_argument("--as-group", dest="as_groups", action="append", default=[], metavar="GROUP",
+                   help="a group of the --as user (repeatable)")
     with_manifests(p)
     p.set_defaults(func=cmd_check)
 

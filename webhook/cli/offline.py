@@ -31,20 +31,27 @@ def webhook_from_name(name: str) -> Literal["validate", "mutate"]:
     return "mutate" if "mutate" in name else "validate"
 
 
-def pod_review(pod: Any, namespace: str, *, uid: str = "podgate-offline", dry_run: bool = True) -> dict[str, Any]:
+# Who sends an offline request, unless told (check --as): a user that no meshBypass grant names.
+OFFLINE_USER: Mapping[str, Any] = {"username": "podgate-offline"}
+
+
+def pod_review(pod: Any, namespace: str, *, uid: str = "podgate-offline", dry_run: bool = True,
+               user: Mapping[str, Any] = OFFLINE_USER) -> dict[str, Any]:
     """The AdmissionReview the API server would send for creating this Pod."""
-    return object_review(pod, namespace, "", "Pod", uid=uid, dry_run=dry_run)
+    return object_review(pod, namespace, "", "Pod", uid=uid, dry_run=dry_run, user=user)
 
 
-def workload_review(obj: Any, namespace: str, kind: WorkloadKind, *, uid: str = "podgate-offline") -> dict[str, Any]:
+def workload_review(obj: Any, namespace: str, kind: WorkloadKind, *, uid: str = "podgate-offline",
+                    user: Mapping[str, Any] = OFFLINE_USER) -> dict[str, Any]:
     """The AdmissionReview the API server would send for creating this workload (in the version
     the webhook asks for: the chart registers apps/v1 and batch/v1, matchPolicy Equivalent)."""
-    return object_review(obj, namespace, kind.group, kind.kind, uid=uid)
+    return object_review(obj, namespace, kind.group, kind.kind, uid=uid, user=user)
 
 
 def object_review(obj: Any, namespace: str, group: str, kind: str, *, uid: str = "podgate-offline",
-                  dry_run: bool = True) -> dict[str, Any]:
-    """The AdmissionReview for creating ``obj`` of ``group``/``kind`` (version v1)."""
+                  dry_run: bool = True, user: Mapping[str, Any] = OFFLINE_USER) -> dict[str, Any]:
+    """The AdmissionReview for ``user`` (``request.userInfo``) creating ``obj`` of ``group``/``kind``
+    (version v1)."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
     ref = {"group": group, "version": "v1", "kind": kind}
@@ -52,7 +59,7 @@ def object_review(obj: Any, namespace: str, group: str, kind: str, *, uid: str =
     request: dict[str, Any] = {
         "uid": uid, "kind": ref, "resource": resource, "requestKind": ref, "requestResource": resource,
         "operation": "CREATE", "namespace": namespace, "object": obj, "oldObject": None,
-        "dryRun": dry_run, "userInfo": {"username": "podgate-offline"}}
+        "dryRun": dry_run, "userInfo": dict(user)}
     if isinstance(name, str) and name:
         request["name"] = name
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
