@@ -538,3 +538,15 @@ def test_an_approved_opt_out_is_not_judged_again_by_who_made_the_pod(
     _, doc = results(api, policies)
     assert {r["name"]: [v["rule"] for v in r["violations"]] for r in doc["results"] if r["violations"]} == {
         "clash-1": ["port-collision"]}
+
+
+def test_a_proxy_that_is_a_classic_init_container_is_not_fixed_by_a_restart(
+        api: StandInAPIServer, default_policies: PolicySet) -> None:
+    api.set("shop", MESHED)
+    pod = app_pod("web-1", "shop")
+    pod["spec"]["initContainers"] = [{"name": "mesh-proxy", "image": "registry.example/proxy:1"}]
+    api.put("pods", pod)
+    _, doc = results(api, default_policies)
+    [violation] = doc["results"][0]["violations"]
+    assert violation["rule"] == "missing-proxy" and "is a classic init container" in violation["message"]
+    assert "restart" not in violation["message"]
