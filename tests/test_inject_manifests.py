@@ -75,7 +75,7 @@ def test_a_workload_of_a_kind_podgate_does_not_read_is_named_on_stderr(
     (tmp_path / "dc.yaml").write_text(yaml.safe_dump(config))
     code, docs, err = inject(capsys, tmp_path / "dc.yaml")
     assert code == 0 and docs == [config]
-    assert "DeploymentConfig legacy: not injected" in err
+    assert "DeploymentConfig default/legacy: not injected" in err  # Kind namespace/name, as check names it
 
 
 def test_a_custom_resource_named_deployment_is_not_injected_and_says_its_api_group(
@@ -85,5 +85,5 @@ def test_a_custom_resource_named_deployment_is_not_injected_and_says_its_api_gro
     (tmp_path / "custom.yaml").write_text(MESHED + "---\n" + yaml.safe_dump(custom))
     code, docs, err = inject(capsys, tmp_path / "custom.yaml")
     assert code == 0 and docs[1] == custom
-    assert "Deployment web: not injected: podgate reads Pods and the Pod templates of Deployment," in err
+    assert "Deployment shop/web: not injected: podgate reads Pods and the Pod templates of Deployment," in err
     assert err.rstrip().endswith("not Deployment of apiVersion example.com/v1")

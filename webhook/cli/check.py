@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from ..admission import Context, Decision
 from ..namespaces import StaticNamespaceLabels
 from ..resources import formatted, pod_requests
-from .manifests import MANIFEST_SUFFIXES, Document, ManifestError, iter_files, read_documents
+from .manifests import MANIFEST_SUFFIXES, Document, Manifest, ManifestError, iter_files, read_manifest
 from .offline import OFFLINE_USER, admit, pod_review, workload_review
 from .progress import Progress
 
@@ -192,6 +192,11 @@ def read_files(paths: Sequence[str], errors: list[InputError]) -> Iterator[list[
     """The Documents of every file under ``paths``, a list per file, one file at a time (so that
     what the caller records comes in the order met). A list is empty for an empty file and for
     one that cannot be read or parsed: that is recorded in ``errors``, as is a missing path."""
+    return (manifest.documents for manifest in read_manifests(paths, errors))
+
+
+def read_manifests(paths: Sequence[str], errors: list[InputError]) -> Iterator[Manifest]:
+    """``read_files``, each file with its text (none, for a file that cannot be read or parsed)."""
     for path in paths:
         try:
             sources = list(iter_files([path]))
@@ -200,10 +205,10 @@ def read_files(paths: Sequence[str], errors: list[InputError]) -> Iterator[list[
             continue
         for source in sources:
             try:
-                yield read_documents(source)
+                yield read_manifest(source)
             except ManifestError as exc:
                 errors.append(InputError(str(exc), exc.source, exc.line))
-                yield []
+                yield Manifest(exc.source or source, "", [])
 
 
 def load(paths: Sequence[str], report: Report, labels: StaticNamespaceLabels) -> list[Document]:

@@ -35,7 +35,6 @@ from . import check, ci_report, explain, inject_manifests, lint, suite
 from .arguments import (Parser, UsageError, dns_label, existing_dir, existing_file, existing_path, host_port, integer,
                         kube_api, output_dir, san, seconds)
 from .check import EXIT_DENIED, EXIT_OK, EXIT_USAGE
-from .manifests import dump_documents
 from .offline import OFFLINE_USER, STEPS, webhook_from_name
 
 
@@ -247,7 +246,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_inject(args: argparse.Namespace) -> int:
     result = inject_manifests.run(_paths(args), _policies(args), _namespace_labels(args), args.namespace)
-    sys.stdout.write(dump_documents(result.objects))
+    sys.stdout.write(result.text)
     for note in result.notes:
         print(note, file=sys.stderr)
     check.print_errors(result.errors)

@@ -46,6 +46,7 @@ class Document:
     parent: dict[str, Any] | None = None  # that List, for writing it back whole (podgate inject)
     line: int | None = None  # 1-based line where the document (or List item) starts
     node: yaml.Node | None = field(default=None, repr=False, compare=False)  # its YAML, for line_at
+    root: yaml.Node | None = field(default=None, repr=False, compare=False)  # the whole document's (a List's)
 
     def line_at(self, pointer: str, into_pod: bool = False) -> int | None:
         """The line of the field at JSON pointer ``pointer`` (in the Pod made from the template,
@@ -190,21 +191,36 @@ def iter_files(paths: Sequence[str]) -> Iterator[str]:
             raise ManifestError(f"{raw}: no such file or directory", raw)
 
 
+@dataclass
+class Manifest:
+    """One file as read: its name in messages, its text, and its Documents."""
+
+    source: str
+    text: str
+    documents: list[Document]
+
+
 def read_documents(source: str) -> list[Document]:
     """Parse one file (or ``-`` for stdin) into Documents, expanding ``List`` objects.
 
     Empty documents and null List items are left out; anything else is kept, so that a caller
     can report what is not a Kubernetes object (``Document.problem``)."""
+    return read_manifest(source).documents
+
+
+def read_manifest(source: str) -> Manifest:
+    """``read_documents``, with the text the Documents were read from."""
     label = "<stdin>" if source == "-" else source
     try:
-        parsed = load_documents(read_text(source, INPUT_FILE_MAX))
+        text = read_text(source, INPUT_FILE_MAX)
+        parsed = load_documents(text)
     except InputFileError as exc:
         raise ManifestError(f"{label}: cannot read: {exc}", label) from None
     except yaml.YAMLError as exc:
         line = error_line(exc)
         where = f"{label}:{line}" if line else label
         raise ManifestError(f"{where}: invalid YAML/JSON: {error_text(exc)}", label, line) from None
-    return documents(label, parsed)
+    return Manifest(label, text, documents(label, parsed))
 
 
 def documents(label: str, parsed: Sequence[YamlDocument]) -> list[Document]:
@@ -217,7 +233,7 @@ def _expand(label: str, index: int, obj: Any, node: yaml.Node) -> list[Document]
     any is itself the document)."""
     line = node.start_mark.line + 1
     if not (isinstance(obj, dict) and _is_list(obj) and isinstance(obj.get("items"), list)):
-        return [Document(label, index, obj, line=line, node=node)]
+        return [Document(label, index, obj, line=line, node=node, root=node)]
     item_nodes: list[yaml.Node] = []
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -226,9 +242,9 @@ def _expand(label: str, index: int, obj: Any, node: yaml.Node) -> list[Document]
     if len(item_nodes) != len(obj["items"]):
         item_nodes = []
     items = [Document(label, index, item, item=i, parent=obj, line=item_nodes[i].start_mark.line + 1 if item_nodes
-                      else line, node=item_nodes[i] if item_nodes else None)
+                      else line, node=item_nodes[i] if item_nodes else None, root=node)
              for i, item in enumerate(obj["items"]) if item is not None]
-    return items or [Document(label, index, obj, line=line)]  # an empty List is still an object
+    return items or [Document(label, index, obj, line=line, root=node)]  # an empty List is still an object
 
 
 def dump_documents(objects: Sequence[Any]) -> str:
