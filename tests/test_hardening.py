@@ -311,7 +311,7 @@ def test_health_port_serves_probes_in_plaintext_and_nothing_else(tmp_path: Path)
     ("10s", 8.0), ("5s", 4.0), ("1m0s", 8.0), ("500ms", 0.4), ("1.5s", 1.2), (None, 8.0), ("bogus", 8.0),
     ("10", 8.0), ("0s", 0.05), ("9" * 400 + "h", 8.0)])
 def test_request_budget_follows_the_api_servers_timeout(timeout: str | None, budget: float) -> None:
-    from webhook.server.views import request_budget
+    from webhook.server.budget import request_budget
 
     assert request_budget(timeout, 10.0) == pytest.approx(budget)
 

@@ -17,7 +17,7 @@ import orjson
 from . import inject
 from .bypass import Requester, requester
 from .echo import echo
-from .errors import InjectionError, NamespaceUnavailable, PodShapeError, ReviewError
+from .errors import InjectionError, NamespaceUnavailable, PodShapeError, ReviewError, WouldWait
 from .pods import Pod, ephemeral_names, new_ephemeral_containers, parse_pod
 from .policy import NamespaceLabels, Policy, PolicySet, no_namespace_labels
 from .review import AdmissionRequest, allowed, denied, errored, parse_review
@@ -342,7 +342,8 @@ def review(body: bytes | Mapping[str, Any], webhook: Webhook, ctx: Context) -> O
     """Raw AdmissionReview request -> Outcome. Never raises for bad input.
 
     A request that names itself (has a uid) is always answered with an AdmissionReview, denying
-    with the reason when it cannot be evaluated, so the user sees why in kubectl.
+    with the reason when it cannot be evaluated, so the user sees why in kubectl. The one
+    exception that passes is WouldWait, raised only by lookups that were asked not to wait.
     """
     try:
         request = parse_review(body)
@@ -353,6 +354,8 @@ def review(body: bytes | Mapping[str, Any], webhook: Webhook, ctx: Context) -> O
                        error=exc)
     try:
         decision = decide(request, webhook, ctx)
+    except WouldWait:
+        raise
     except Exception:  # a bug must not become a 500: fail closed, with a reason, and log it
         log.exception("internal error evaluating request %s", request.uid)
         decision = Decision(False, "internal error", code=500,

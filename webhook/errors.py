@@ -47,3 +47,8 @@ class InjectionError(PodgateError):
 
 class NamespaceUnavailable(PodgateError):
     """The labels of a namespace are unknown and the API server cannot be asked."""
+
+
+class WouldWait(PodgateError):
+    """Answering would wait on something slow (the API server): the caller that must not block
+    (the worker's event loop) passes the request to a thread, which may wait."""

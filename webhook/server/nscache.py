@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from ..errors import NamespaceUnavailable
+from ..errors import NamespaceUnavailable, WouldWait
 from ..selectors import Labels
 
 log = logging.getLogger("podgate.namespaces")
@@ -81,6 +81,13 @@ class NamespaceCache:
         if labels is not None:
             return labels
         return self._fetch(namespace)
+
+    def cached(self, namespace: str) -> Labels | None:
+        """The labels if the cache has them; WouldWait if they would have to be fetched."""
+        labels = self._labels.get(namespace)
+        if labels is None:
+            raise WouldWait(f"labels of namespace {namespace!r} not cached")
+        return labels
 
     def _fetch(self, namespace: str) -> Labels | None:
         from kubernetes.client.exceptions import ApiException

@@ -37,7 +37,6 @@ from gunicorn.arbiter import Arbiter
 from ..errors import PodgateError, PolicyError
 from ..store import PolicyStore
 from . import worker
-from .budget import query_budget
 from .logs import GunicornJsonLogger
 from .logs import configure as configure_logging
 from .metrics_files import MULTIPROC_ENV, Archiver
@@ -244,10 +243,9 @@ class PodgateServer(BaseApplication):
     def load_config(self) -> None:
         o = self.options
         worker.BalancedThreadWorker.table = worker.ConnectionTable(max(64, 4 * o.workers))  # before any fork
-        timeout = self.settings.request_timeout
         worker.BalancedThreadWorker.limits = worker.Limits(
-            request_seconds=timeout, connections=o.max_connections, body_bytes=self.settings.max_body_bytes,
-            budget=lambda query: query_budget(query, timeout))
+            request_seconds=self.settings.request_timeout, connections=o.max_connections,
+            body_bytes=self.settings.max_body_bytes)
         metrics_dir = os.environ.get(MULTIPROC_ENV)  # set by prepare_metrics_dir when metrics are on
         values = {
             "bind": [o.bind],

@@ -31,6 +31,12 @@ class State:
     reporter: Reporter = field(default_factory=Reporter)  # log line and metrics of each answer
 
     @property
+    def labels_without_waiting(self) -> NamespaceLabels:
+        """The namespace labels lookup for a caller that must not block: it raises WouldWait
+        where the normal lookup would ask the API server."""
+        return self.namespace_labels if self.namespace_cache is None else self.namespace_cache.cached
+
+    @property
     def ready(self) -> bool:
         return self.readiness()[0]
 

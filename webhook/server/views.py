@@ -22,10 +22,11 @@ from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import HTTP_STATUS_CODES
 
 from ..admission import Context, Webhook, review
-from ..errors import ReviewError
+from ..errors import ReviewError, WouldWait
+from ..policy import NamespaceLabels
 from ..review import allowed, dumps, parse_review
 from . import metrics
-from .budget import query_budget, request_budget  # noqa: F401  (request_budget: part of this module's API)
+from .budget import query_budget
 from .state import State, error_body, json_error
 from .worker import CLOSE_KEY, DEADLINE_KEY
 
@@ -124,11 +125,15 @@ def _admit(webhook: Webhook) -> Response:
     return Response(payload, status=status, mimetype="application/json")
 
 
-def _answer(state: State, webhook: Webhook, body: bytes, started: float) -> tuple[int, bytes]:
-    """Review the body, record and report it: the HTTP status and body of the answer."""
+def _answer(state: State, webhook: Webhook, body: bytes, started: float,
+            labels: NamespaceLabels | None = None) -> tuple[int, bytes]:
+    """Review the body, record and report it: the HTTP status and body of the answer.
+
+    ``labels``: the namespace labels lookup, if not the state's own (one that must not wait).
+    """
     policies = state.store.current  # one read: the whole request sees one policy set
     assert policies is not None  # create_app refuses to start without one
-    outcome = review(body, webhook, Context(policies, state.namespace_labels))
+    outcome = review(body, webhook, Context(policies, labels or state.namespace_labels))
     if state.recorder is not None and outcome.request is not None:
         state.recorder.record(webhook, body, outcome.request)
     state.reporter.report(webhook, outcome, time.perf_counter() - started)
@@ -142,8 +147,17 @@ WEBHOOKS: dict[str, Webhook] = {"/validate": "validate", "/mutate": "mutate"}
 StartResponse = Callable[..., Any]
 
 
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
 class DirectAdmission:
-    """``/validate`` and ``/mutate`` for a JSON body the server holds whole, in front of Flask."""
+    """``/validate`` and ``/mutate`` for a JSON body the server holds whole, in front of Flask.
+
+    ``answer`` is the same for the worker's event loop, which has read the request itself
+    (lane.py): it never waits (an uncached namespace is left to a thread), and says None for
+    whatever is not an admission request it can answer.
+    """
 
     def __init__(self, app: Flask) -> None:
         self.flask = app.wsgi_app
@@ -154,17 +168,34 @@ class DirectAdmission:
         webhook = WEBHOOKS.get(environ.get("PATH_INFO", ""))
         if webhook is None or environ.get("REQUEST_METHOD") != "POST" \
                 or (length := _held_length(environ)) is None or length > self.max_body \
-                or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json":
+                or _media_type(environ.get("CONTENT_TYPE", "")) != "application/json":
             return self.flask(environ, start_response)
+        status, payload = self._respond(webhook, environ["wsgi.input"].read(length))
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+    def answer(self, path: str, content_type: str, body: bytes) -> tuple[str, bytes] | None:
+        """The status line and JSON body for a whole POST of ``body`` to ``path``, answered without
+        waiting (None: this is the Flask app's to answer, or a thread's, as it might wait)."""
+        webhook = WEBHOOKS.get(path)
+        if webhook is None or len(body) > self.max_body or _media_type(content_type) != "application/json":
+            return None
+        try:
+            return self._respond(webhook, body, self.state.labels_without_waiting)
+        except WouldWait:
+            return None
+
+    def _respond(self, webhook: Webhook, body: bytes,
+                 labels: NamespaceLabels | None = None) -> tuple[str, bytes]:
         started = time.perf_counter()
         try:
-            status, payload = _answer(self.state, webhook, environ["wsgi.input"].read(length), started)
+            status, payload = _answer(self.state, webhook, body, started, labels)
+        except WouldWait:
+            raise
         except Exception:  # as the Flask app's handler: logged, and a 500 without the details
             errors.exception("unhandled error")
             status, payload = 500, error_body(500, "internal error; see podgate's logs")
-        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
-                       [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
-        return [payload]
+        return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}", payload
 
 
 @bp.post("/validate")

@@ -22,27 +22,29 @@ arrives at the bound, the oldest connection that has not yet delivered a complet
 room, so the clients that send their requests whole (the API server, the kubelet's probes) are
 served while the slow ones are dropped.
 
-**Per request.** A whole, small request that arrives while no thread is busy and nothing else
-waits is served by the event loop itself: the API server's one-request-at-a-time pattern then
-costs no hand-off to a thread and back (a queue, a future, a wake-up pipe, two GIL hand-offs).
-The answer's head and body leave in one ``send`` (one TLS record, one segment), not two; the
-heartbeat file that tells the master the worker is alive is touched at most once a second, not
-once per request; a closed connection is closed at once, not drained on the event loop.
+**Per request.** The API server's request (a whole, small ``POST /validate`` or ``/mutate`` of
+JSON, in the plain shape lane.py reads) is answered by the event loop itself, as soon as it is
+in: no hand-off to a thread and back (a queue, a future, a wake-up pipe, two GIL hand-offs), and
+none of gunicorn's parser, WSGI environ and response object. The review never waits there (a
+namespace whose labels are not cached goes to a thread, which may ask the API server), and an
+answer the socket cannot take at once is finished by a thread. Every other request goes to the
+thread pool as in gthread. The answer's head and body leave in one ``send`` (one TLS record, one
+segment), not two; the heartbeat file that tells the master the worker is alive is touched at
+most once a second, not once per request; a closed connection is closed at once, not drained on
+the event loop.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import mmap
+import os
 import re
 import socket
 import ssl
 import struct
 import sys
-import termios
 import time
-from concurrent import futures
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,12 +57,15 @@ from gunicorn import sock as gsock
 from gunicorn.http import wsgi
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from . import lane
+from .budget import query_budget
+
 RECHECK = 0.05  # seconds: how soon a worker over its share looks again
 HEARTBEAT = 1.0  # seconds between touches of the heartbeat file (the master allows --worker-timeout)
 HEAD_LIMIT = 64 * 1024  # a request head this long without its end goes to gunicorn's parser, which refuses it
 RECV = 256 * 1024
-# A whole request up to this size may be served by the event loop itself (when no thread is busy):
-# its answer is small enough to fit the socket's send buffer.
+# A whole request up to this size may be answered by the event loop itself: its answer is small
+# enough to fit the socket's send buffer, nearly always.
 INLINE_BYTES = 64 * 1024
 CLOSE_LINGER = 0.5  # seconds a thread reads on after refusing a request it could not read whole
 FREE = -1
@@ -75,17 +80,11 @@ DEADLINE_KEY = "podgate.deadline"
 CLOSE_KEY = "podgate.close"
 
 
-def _no_budget(query: bytes) -> float:
-    return float("inf")
-
-
 @dataclass(frozen=True)
 class Limits:
     request_seconds: float = 10.0  # accept (or first byte) to complete request, per connection
     connections: int = 256  # per worker
     body_bytes: int = 3 * 1024 * 1024  # a Content-Length above this goes straight to the app (413)
-    # seconds the body may take after the head, from the request's query (the API server's ?timeout=)
-    budget: Callable[[bytes], float] = _no_budget
 
 
 def _query(head: bytes | bytearray) -> bytes:
@@ -211,8 +210,10 @@ class BalancedThreadWorker(ThreadWorker):
         self._notified = 0.0
         self.collecting: dict[Conn, None] = {}  # connections whose request is not complete, oldest first
         self._next_deadline = float("inf")  # the earliest deadline in self.collecting, or later
-        self._in_pool = 0  # requests handed to the thread pool and not yet finished
-        self._inline = False  # the event loop is serving a request itself
+        # (path, content type, body) -> (status line, body), or None: lane.py's requests answered
+        # by the event loop (views.DirectAdmission.answer; None: every request goes to a thread)
+        self._answer: Callable[[str, str, bytes], tuple[str, bytes] | None] | None = None
+        self._field_limits = lane.FieldLimits()
         super().__init__(*args, **kwargs)
 
     # --- balance ---------------------------------------------------------------------------------
@@ -327,7 +328,7 @@ class BalancedThreadWorker(ThreadWorker):
             self._drop(conn)
             return
         else:
-            self._dispatch(conn, inline=state == WHOLE and len(buffer) <= INLINE_BYTES)
+            self._dispatch(conn, whole=state == WHOLE)
             return
         if want != conn.events:
             conn.events = want
@@ -338,42 +339,62 @@ class BalancedThreadWorker(ThreadWorker):
         if conn.head_done or conn.buffer is None or (end := conn.buffer.find(b"\r\n\r\n")) < 0:
             return
         conn.head_done = True
-        budget = self.limits.budget(_query(conn.buffer[:end + 2]))
+        budget = query_budget(_query(conn.buffer[:end + 2]), self.limits.request_seconds)
         if budget < conn.deadline - time.perf_counter():
             conn.deadline = time.perf_counter() + budget
             self._next_deadline = min(self._next_deadline, conn.deadline)
 
-    def _dispatch(self, conn: Conn, inline: bool = False) -> None:
-        """Hand the request on: served right here when no thread is busy and no other connection is
-        waiting, it is whole and small, and the client has taken every byte sent to it so far (so
-        the answer cannot block on a full send buffer); to the thread pool otherwise. The API
-        server's pattern (one request at a time) is then served without a hand-off between
-        threads; concurrent requests still spread over the pool."""
+    def _dispatch(self, conn: Conn, whole: bool = False) -> None:
+        """Hand the request on: answered right here if it is the API server's (see lane.py), to
+        the thread pool otherwise."""
         buffer, conn.buffer = conn.buffer, None
         del self.collecting[conn]
-        self.poller.unregister(conn.sock)
-        conn.sock.setblocking(True)
-        if conn.parser is None:
+        if conn.parser is None:  # once per connection: its read-ahead outlives each request
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
             conn.initialized = True
+        if whole and self._answer_here(conn, buffer):
+            return
+        self.poller.unregister(conn.sock)
+        conn.sock.setblocking(True)
         conn.parser.unreader.unread(bytes(buffer))
         conn.data_ready = True
-        if inline and not self._in_pool and not self._inline and _unsent(conn.sock) == 0 \
-                and not self.poller.select(0):  # nothing else waits (level-triggered: nothing is lost)
-            self._inline = True
-            try:
-                result = self.handle(conn)
-            finally:
-                self._inline = False
-            done: futures.Future[Any] = futures.Future()
-            done.set_result(result)
-            self._finished(conn, done)
-        else:
-            self.enqueue_req(conn)
+        self.enqueue_req(conn)
 
-    def enqueue_req(self, conn: Any) -> None:
-        self._in_pool += 1
-        super().enqueue_req(conn)
+    def _answer_here(self, conn: Conn, buffer: bytearray) -> bool:
+        """Answer a request lane.py reads, on the event loop, if the connection then stays open as
+        gunicorn would keep it (False: nothing was sent, a thread serves the request)."""
+        if self._answer is None or len(buffer) > INLINE_BYTES or not self.alive or not self.cfg.keepalive \
+                or len(self.keepalived_conns) >= self.max_keepalived or self.nr + 1 >= self.max_requests:
+            return False
+        request = lane.parse(buffer, self._field_limits)
+        answer = None if request is None else self._answer(request.path, request.content_type, request.body)
+        if answer is None:
+            return False
+        self.nr += 1
+        data = lane.response(*answer)
+        try:
+            sent = conn.sock.send(data)
+        except (ssl.SSLWantWriteError, BlockingIOError):
+            sent = 0
+        except (OSError, ValueError):
+            self._drop(conn)
+            return True
+        if sent < len(data):  # the client is slow to read: a thread sends the rest
+            self.poller.unregister(conn.sock)
+            fs = self.tpool.submit(self._send_rest, conn, data[sent:])
+            fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+            return True
+        conn.set_timeout()
+        self.keepalived_conns.append(conn)
+        self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        return True
+
+    def _send_rest(self, conn: Conn, rest: bytes) -> bool:
+        """(A thread) the rest of an answer, within the connection's time (True: keep it open)."""
+        conn.sock.settimeout(self.limits.request_seconds)
+        conn.sock.sendall(rest)
+        conn.sock.settimeout(None)
+        return True
 
     def _drop(self, conn: Conn, registered: bool = True) -> None:
         self.collecting.pop(conn, None)
@@ -420,10 +441,6 @@ class BalancedThreadWorker(ThreadWorker):
         client still sends (every other connection waits meanwhile), and counts the connection out
         twice when that close fails (a socket the thread already closed), which skews the balance.
         """
-        self._in_pool -= 1
-        self._finished(conn, fs)
-
-    def _finished(self, conn: Any, fs: Any) -> None:
         try:
             result = fs.result() if not fs.cancelled() else False
         except Exception:  # noqa: BLE001  (whatever the thread raised, the connection is done)
@@ -441,6 +458,13 @@ class BalancedThreadWorker(ThreadWorker):
             super().finish_request(conn, fs)  # back to the poller, kept alive
 
     def run(self) -> None:
+        app = getattr(self.wsgi, "wsgi_app", None)
+        # the event loop answers only what needs nothing lane.py leaves out of a request
+        if self.cfg.proxy_protocol == "off" and getattr(self.cfg, "protocol", "http") == "http" \
+                and not os.environ.get("SCRIPT_NAME") \
+                and not self.log.access_log_enabled and hasattr(app, "answer"):
+            self._answer = app.answer
+        self._field_limits = lane.FieldLimits.of(self.cfg)
         try:
             super().run()
         finally:
@@ -504,14 +528,6 @@ class BalancedThreadWorker(ThreadWorker):
             except Exception:
                 self.log.exception("Exception in post_request hook")
         return True
-
-
-def _unsent(sock: Any) -> int:
-    """Bytes sent on ``sock`` that the client has not acknowledged yet (-1: unknown)."""
-    try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-    except (OSError, ValueError):
-        return -1
 
 
 def close_now(sock: Any) -> None:
