@@ -85,6 +85,7 @@ class StandInAPIServer:
         self.expire_continue = 0  # the next N calls with a continue token get 410 Gone
         self.after_page: Callable[[str, int], None] | None = None  # (resource, pages served so far)
         self.pages = 0
+        self.get_delay = 0.0  # seconds before a namespace get is answered (an API server under load)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread: threading.Thread | None = None
@@ -378,6 +379,7 @@ class StandInAPIServer:
                     self._json(code, status(code, "ServiceUnavailable", f"stand-in fault: HTTP {code}"))
                     return
                 if name is not None:
+                    time.sleep(api.get_delay)
                     with api.cond:
                         labels = api.namespaces.get(name)
                         version = api.version

@@ -20,11 +20,13 @@ from typing import Any
 from gunicorn import SERVER
 from gunicorn.util import http_date
 
-PATHS = (b"/validate", b"/mutate")
-_REQUEST_LINE = re.compile(rb"POST (/validate|/mutate)(?:\?[\x21\x22\x24-\x7e]*)? HTTP/1\.1\r\n")
-# name: a token without "_" (gunicorn drops or maps those); value: visible ASCII, single spaces inside
-_FIELD = re.compile(rb"([!#$%&'*+\-.^`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e]+(?: [\x21-\x7e]+)*)?)[ \t]*\r\n")
+# the request line, then the header fields: each a token without "_" (gunicorn drops or maps
+# those), a colon, and a value of visible ASCII with single spaces inside
+_HEAD = re.compile(
+    rb"POST (/validate|/mutate)(?:\?[\x21\x22\x24-\x7e]*)? HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+\-.^`|~0-9A-Za-z]+:[ \t]*(?:[\x21-\x7e]+(?: [\x21-\x7e]+)*)?[ \t]*\r\n)*)\r\n")
 _LENGTH = re.compile(rb"[0-9]{1,10}")
+_ONCE = frozenset({b"host", b"content-type", b"content-length"})  # a second one: gunicorn refuses it
 # fields that change how the connection or the body is read, or that gunicorn checks against
 # its configuration: a request with any of them is gunicorn's to read
 _NOT_HERE = frozenset({
@@ -58,31 +60,26 @@ class Request:
 def parse(buffer: bytes | bytearray, limits: FieldLimits = FieldLimits()) -> Request | None:
     """The request in ``buffer`` if it has the API server's shape and ``buffer`` holds exactly it."""
     data = bytes(buffer)
-    line = _REQUEST_LINE.match(data)
-    if line is None or line.end() - 2 >= limits.line:
+    head = _HEAD.match(data)
+    if head is None or data.find(b"\r\n") >= limits.line:
         return None
-    at, length, content_type, fields = line.end(), None, None, 0
-    while not data.startswith(b"\r\n", at):
-        field = _FIELD.match(data, at)
-        fields += 1
-        if field is None or fields >= limits.fields or field.end() - at - 2 >= limits.field_size:
-            return None
-        at = field.end()
-        name = field[1].lower()
+    lines = head[2].split(b"\r\n")[:-1]
+    if len(lines) >= limits.fields or max(map(len, lines), default=0) >= limits.field_size:
+        return None
+    once: dict[bytes, bytes] = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = name.lower()
         if name in _NOT_HERE:
             return None
-        if name == b"content-length":
-            if length is not None or not _LENGTH.fullmatch(field[2]):
+        if name in _ONCE:
+            if name in once:
                 return None
-            length = int(field[2])
-        elif name == b"content-type":
-            if content_type is not None:
-                return None
-            content_type = field[2]
-    at += 2
-    if length is None or len(data) - at != length:
+            once[name] = value.strip(b" \t")
+    length, content_type = once.get(b"content-length"), once.get(b"content-type", b"")
+    if length is None or not _LENGTH.fullmatch(length) or len(data) - head.end() != int(length):
         return None
-    return Request(line[1].decode(), (content_type or b"").decode(), data[at:])
+    return Request(head[1].decode(), content_type.decode(), data[head.end():])
 
 
 _date = (0, "")
