@@ -21,7 +21,7 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import HTTP_STATUS_CODES
 
-from ..admission import Context, Webhook, review
+from ..admission import Context, Outcome, Webhook, review
 from ..errors import ReviewError, WouldWait
 from ..policy import NamespaceLabels
 from ..review import allowed, dumps, parse_review
@@ -125,18 +125,22 @@ def _admit(webhook: Webhook) -> Response:
     return Response(payload, status=status, mimetype="application/json")
 
 
+Report = Callable[[Webhook, Outcome, float], None]
+
+
 def _answer(state: State, webhook: Webhook, body: bytes, started: float,
-            labels: NamespaceLabels | None = None) -> tuple[int, bytes]:
+            labels: NamespaceLabels | None = None, report: Report | None = None) -> tuple[int, bytes]:
     """Review the body, record and report it: the HTTP status and body of the answer.
 
-    ``labels``: the namespace labels lookup, if not the state's own (one that must not wait).
+    ``labels``: the namespace labels lookup, if not the state's own (one that must not wait);
+    ``report``: what takes the outcome, if not the state's reporter.
     """
     policies = state.store.current  # one read: the whole request sees one policy set
     assert policies is not None  # create_app refuses to start without one
     outcome = review(body, webhook, Context(policies, labels or state.namespace_labels))
     if state.recorder is not None and outcome.request is not None:
         state.recorder.record(webhook, body, outcome.request)
-    state.reporter.report(webhook, outcome, time.perf_counter() - started)
+    (report or state.reporter.report)(webhook, outcome, time.perf_counter() - started)
     if outcome.response is None:
         assert outcome.error is not None
         return outcome.error.status, error_body(outcome.error.status, outcome.error.message)
@@ -155,14 +159,16 @@ class DirectAdmission:
     """``/validate`` and ``/mutate`` for a JSON body the server holds whole, in front of Flask.
 
     ``answer`` is the same for the worker's event loop, which has read the request itself
-    (lane.py): it never waits (an uncached namespace is left to a thread), and says None for
-    whatever is not an admission request it can answer.
+    (lane.py): it never waits (an uncached namespace is left to a thread, and so is recording,
+    which writes a file), and says None for whatever is not an admission request it can answer.
+    Its answers are reported in ``idle``, once they are sent.
     """
 
     def __init__(self, app: Flask) -> None:
         self.flask = app.wsgi_app
         self.state: State = app.extensions["podgate"]
         self.max_body = app.config["MAX_CONTENT_LENGTH"] or float("inf")
+        self._unreported: list[tuple[Webhook, Outcome, float]] = []  # answered by ``answer``
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         webhook = WEBHOOKS.get(environ.get("PATH_INFO", ""))
@@ -178,18 +184,32 @@ class DirectAdmission:
         """The status line and JSON body for a whole POST of ``body`` to ``path``, answered without
         waiting (None: this is the Flask app's to answer, or a thread's, as it might wait)."""
         webhook = WEBHOOKS.get(path)
-        if webhook is None or len(body) > self.max_body or _media_type(content_type) != "application/json":
+        if webhook is None or len(body) > self.max_body or _media_type(content_type) != "application/json" \
+                or self.state.recorder is not None:
             return None
         try:
-            return self._respond(webhook, body, self.state.labels_without_waiting)
+            return self._respond(webhook, body, self.state.labels_without_waiting, self._unreported_append)
         except WouldWait:
             return None
 
-    def _respond(self, webhook: Webhook, body: bytes,
-                 labels: NamespaceLabels | None = None) -> tuple[str, bytes]:
+    def _unreported_append(self, webhook: Webhook, outcome: Outcome, seconds: float) -> None:
+        self._unreported.append((webhook, outcome, seconds))
+
+    def idle(self) -> None:
+        """Report what ``answer`` answered, now that it is sent (the worker's event loop calls
+        this before it waits for more, and when it stops)."""
+        if self._unreported:
+            report = self.state.reporter.report
+            for webhook, outcome, seconds in self._unreported:
+                report(webhook, outcome, seconds)
+            self._unreported.clear()
+        self.state.reporter.drain()
+
+    def _respond(self, webhook: Webhook, body: bytes, labels: NamespaceLabels | None = None,
+                 report: Report | None = None) -> tuple[str, bytes]:
         started = time.perf_counter()
         try:
-            status, payload = _answer(self.state, webhook, body, started, labels)
+            status, payload = _answer(self.state, webhook, body, started, labels, report)
         except WouldWait:
             raise
         except Exception:  # as the Flask app's handler: logged, and a 500 without the details

@@ -160,6 +160,8 @@ class Conn(TConn):
         self.handshaking = False
         self.head_done = False  # the buffer holds the whole request head
         self.buffer: bytearray | None = bytearray()
+        # what the poller waits for on behalf of _collect (0: the socket is still registered as
+        # kept alive, for on_client_socket_readable, which wants the same: saves two system calls)
         self.events = selectors.EVENT_READ
 
 
@@ -213,6 +215,7 @@ class BalancedThreadWorker(ThreadWorker):
         # (path, content type, body) -> (status line, body), or None: lane.py's requests answered
         # by the event loop (views.DirectAdmission.answer; None: every request goes to a thread)
         self._answer: Callable[[str, str, bytes], tuple[str, bytes] | None] | None = None
+        self._idle: Callable[[], None] = lambda: None  # what the app does before the loop waits
         self._field_limits = lane.FieldLimits()
         super().__init__(*args, **kwargs)
 
@@ -240,6 +243,7 @@ class BalancedThreadWorker(ThreadWorker):
             timeout = min(timeout, RECHECK)
         if self.collecting:
             timeout = max(0.0, min(timeout, self._next_deadline - time.perf_counter()))
+        self._idle()
         super().wait_for_and_dispatch_events(timeout)
 
     def notify(self) -> None:
@@ -280,15 +284,14 @@ class BalancedThreadWorker(ThreadWorker):
         self._start_collecting(conn, register=True)
 
     def _start_collecting(self, conn: Conn, register: bool) -> None:
+        """``register``: with the poller, for ``_collect``; else the socket stays registered as a
+        kept-alive one, and ``_collect`` changes that only if the request is not all in yet."""
         conn.head_done = False
-        conn.events = selectors.EVENT_READ
         self.collecting[conn] = None
         self._next_deadline = min(self._next_deadline, conn.deadline)
-        callback = partial(self._collect, conn)
+        conn.events = selectors.EVENT_READ if register else 0
         if register:
-            self.poller.register(conn.sock, selectors.EVENT_READ, callback)
-        else:
-            self.poller.modify(conn.sock, selectors.EVENT_READ, callback)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._collect, conn))
 
     def on_client_socket_readable(self, conn: Conn, client: Any) -> None:
         """A kept-alive connection has its next request coming: collect it, with a fresh deadline."""
@@ -386,7 +389,8 @@ class BalancedThreadWorker(ThreadWorker):
             return True
         conn.set_timeout()
         self.keepalived_conns.append(conn)
-        self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        if conn.events:
+            self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
         return True
 
     def _send_rest(self, conn: Conn, rest: bytes) -> bool:
@@ -464,10 +468,12 @@ class BalancedThreadWorker(ThreadWorker):
                 and not os.environ.get("SCRIPT_NAME") \
                 and not self.log.access_log_enabled and hasattr(app, "answer"):
             self._answer = app.answer
+            self._idle = app.idle
         self._field_limits = lane.FieldLimits.of(self.cfg)
         try:
             super().run()
         finally:
+            self._idle()  # what the event loop answered last is reported too
             for conn in self.collecting:
                 conn.close()
             self.collecting.clear()
