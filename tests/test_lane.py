@@ -243,6 +243,26 @@ def test_served_here_byte_for_byte_as_gunicorn_serves_it(one_worker: LiveServer)
     assert answers["lane threads"] <= 3 < answers["gunicorn threads"], answers
 
 
+def test_what_the_event_loop_answers_is_logged_and_counted_the_last_answers_too(tmp_path: Path) -> None:
+    """Its answers are reported after they are sent, in batches: none may be lost, neither while
+    requests keep coming nor when the server stops right after the last one."""
+    review = json.loads(RECORDED[3].read_text())
+    with live_server(tmp_path, workers=1) as server:
+        conn = RawTLS(server)
+        for i in range(45):  # one batch of 32 and a part
+            review["request"]["uid"] = f"lane-{i}"
+            assert conn.exchange(go_request("/validate", json.dumps(review).encode())).startswith(b"HTTP/1.1 200 OK")
+        time.sleep(0.5)  # the reporter's interval is 0.1 s
+        metrics = server.session().get(f"{server.url}/metrics", timeout=5).text
+        for i in range(45, 50):  # answered just before the server is told to stop
+            review["request"]["uid"] = f"lane-{i}"
+            conn.exchange(go_request("/validate", json.dumps(review).encode()))
+        conn.close()
+    assert re.search(r'podgate_admission_requests_total\{operation="CREATE",result="allowed",webhook="validate"\} 45\.0', metrics)
+    logged = {json.loads(line).get("uid") for line in server.output().splitlines() if line.startswith("{")}
+    assert {f"lane-{i}" for i in range(50)} <= logged
+
+
 def test_an_uncached_namespace_is_looked_up_on_a_thread(tmp_path: Path) -> None:
     """Fetching a namespace's labels from the API server must not hold the event loop: /healthz
     (and every other connection) is answered while a Pod in a new namespace waits for its labels."""
