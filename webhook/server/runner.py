@@ -291,7 +291,8 @@ class PodgateServer(BaseApplication):
         # What the worker holds from here on (modules, the app, the policy set) lives as long as
         # the worker: moved out of the collector's view, a full collection does not walk it again
         # (a pause of milliseconds in the middle of a request otherwise). Requests' own garbage is
-        # young and freed by reference counting; the first generation is collected less often.
+        # young and freed by reference counting; the first generation is collected less often, and
+        # (worker.collect_garbage) between requests rather than inside one.
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
