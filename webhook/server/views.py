@@ -168,6 +168,7 @@ class DirectAdmission:
         self.flask = app.wsgi_app
         self.state: State = app.extensions["podgate"]
         self.max_body = app.config["MAX_CONTENT_LENGTH"] or float("inf")
+        self.baseline = self.state.settings.bench_baseline  # /baseline is answered here too, as /validate
         self._unreported: list[tuple[Webhook, Outcome, float]] = []  # answered by ``answer``
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -184,8 +185,12 @@ class DirectAdmission:
         """The status line and JSON body for a whole POST of ``body`` to ``path``, answered without
         waiting (None: this is the Flask app's to answer, or a thread's, as it might wait)."""
         webhook = WEBHOOKS.get(path)
-        if webhook is None or len(body) > self.max_body or _media_type(content_type) != "application/json" \
-                or self.state.recorder is not None:
+        if len(body) > self.max_body or _media_type(content_type) != "application/json":
+            return None
+        if path == "/baseline" and self.baseline:
+            status, payload = _baseline_answer(body)
+            return _status_line(status), payload
+        if webhook is None or self.state.recorder is not None:
             return None
         try:
             return self._respond(webhook, body, self.state.labels_without_waiting, self._unreported_append)
@@ -215,7 +220,11 @@ class DirectAdmission:
         except Exception:  # as the Flask app's handler: logged, and a 500 without the details
             errors.exception("unhandled error")
             status, payload = 500, error_body(500, "internal error; see podgate's logs")
-        return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}", payload
+        return _status_line(status), payload
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
 
 
 @bp.post("/validate")
@@ -237,11 +246,16 @@ def baseline() -> Response:
     """
     if request.mimetype != "application/json":
         return json_error(415, f"Content-Type must be application/json, got {request.mimetype or 'none'!r}")
+    status, payload = _baseline_answer(request.get_data(cache=False))
+    return Response(payload, status=status, mimetype="application/json")
+
+
+def _baseline_answer(body: bytes) -> tuple[int, bytes]:
     try:
-        req = parse_review(request.get_data(cache=False))
+        req = parse_review(body)
     except ReviewError as exc:
-        return json_error(exc.status, exc.message)
-    return Response(dumps(allowed(req)), mimetype="application/json")
+        return exc.status, error_body(exc.status, exc.message)
+    return 200, dumps(allowed(req))
 
 
 @bp.get("/healthz")
