@@ -33,7 +33,7 @@ _ONCE = frozenset({b"host", b"content-type", b"content-length"})  # a second one
 _NOT_HERE = frozenset({
     b"transfer-encoding", b"connection", b"expect", b"upgrade", b"te", b"trailer", b"http2-settings",
     b"proxy-connection", b"keep-alive", b"forwarded", b"x-forwarded-proto", b"x-forwarded-protocol",
-    b"x-forwarded-ssl", b"x-forwarded-for", b"script-name",
+    b"x-forwarded-ssl", b"x-forwarded-for",
 })
 
 
@@ -47,8 +47,9 @@ class FieldLimits:
 
     @classmethod
     def of(cls, cfg: Any) -> FieldLimits:
-        return cls(cfg.limit_request_line or 4094, cfg.limit_request_fields or 100,
-                   cfg.limit_request_field_size or 8190)
+        """The worker's (gunicorn's 0, no limit, is read as its default)."""
+        return cls(cfg.limit_request_line or cls.line, cfg.limit_request_fields or cls.fields,
+                   cfg.limit_request_field_size or cls.field_size)
 
 
 @dataclass(frozen=True)

@@ -184,12 +184,12 @@ class DirectAdmission:
     def answer(self, path: str, content_type: str, body: bytes) -> tuple[str, bytes] | None:
         """The status line and JSON body for a whole POST of ``body`` to ``path``, answered without
         waiting (None: this is the Flask app's to answer, or a thread's, as it might wait)."""
-        webhook = WEBHOOKS.get(path)
         if len(body) > self.max_body or _media_type(content_type) != "application/json":
             return None
         if path == "/baseline" and self.baseline:
             status, payload = _baseline_answer(body)
             return _status_line(status), payload
+        webhook = WEBHOOKS.get(path)
         if webhook is None or self.state.recorder is not None:
             return None
         try:
