@@ -30,7 +30,13 @@ serve: $(BIN)/.installed-serve
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
 
+# wrk (C) drives the workers comparison, so that the client does not take the cores it measures;
+# installed with apt-get where that is possible, else the benchmark says it uses its Python client.
 bench: $(BIN)/.installed
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { timeout 300 apt-get install -y -qq wrk >/dev/null 2>&1 || \
+	    { timeout 300 apt-get update -qq >/dev/null 2>&1 && timeout 300 apt-get install -y -qq wrk >/dev/null 2>&1; }; }; } || \
+	  echo "make bench: wrk not installed (apt-get install wrk); the workers comparison uses the Python client"
 	$(BIN)/python bench/run.py $(ARGS)
 
 # Known vulnerabilities in the installed dependency set (pip-audit, in a venv of its own so it

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import inprocess  # noqa: E402
 import payloads  # noqa: E402
 import served  # noqa: E402
+import wrk  # noqa: E402
 
 # The targets, as ratios in one run.
 FLOOR_P50 = 1.20  # podgate's p50 at most this times the standard-library floor webhook's
@@ -200,21 +201,36 @@ def run_workers(args: argparse.Namespace, tmp: Path, report: Report) -> None:
     one = served.Server.start("one-worker", tmp, *extra, "--workers", "1")
     load = None
     try:
-        load = served.Load([two, one], 4)
-        print(f"\n## workers: 4 keep-alive connections, /validate, 2 workers vs 1 (A B B A), "
-              f"{args.reconnects} rounds of fresh connections\n")
-        result = served.run_scaling(load, two, one, body, args.reconnects, args.rounds_workers, args.block)
+        exe = wrk.available()
+        if exe:
+            print(f"\n## workers: 4 keep-alive connections from wrk, /validate, 2 workers vs 1, {args.wrk_groups} "
+                  f"groups of {args.wrk_block} s blocks (A B B A), each block on fresh connections\n")
+            result = served.run_scaling_wrk(exe, tmp, two, one, body, 4, args.wrk_groups, args.wrk_block)
+        else:
+            load = served.Load([two, one], 4)
+            print(f"\n## workers: 4 keep-alive connections, /validate, 2 workers vs 1 (A B B A), "
+                  f"{args.reconnects} rounds of fresh connections\n"
+                  f"(no wrk on PATH: the Python client shares the cores with the workers; `make bench` installs "
+                  f"wrk where it can)\n")
+            result = served.run_scaling(load, two, one, body, args.reconnects, args.rounds_workers, args.block)
         for i, (a, b, ticks) in enumerate(result.rounds):
             share = "/".join(f"{100 * t / max(1, sum(ticks)):.0f}" for t in ticks)
             print(f"round {i + 1}: 2 workers {a:7.0f} req/s, 1 worker {b:7.0f} req/s: {a / b:.2f}x "
                   f"(worker CPU split {share}%)")
         print(f"median {result.median:.2f}x, worst {result.worst:.2f}x; busiest worker took at most "
               f"{100 * result.most_uneven:.0f}% of the CPU")
+        print(f"CPU per request: client ({result.client}) {result.client_cpu_per_request * 1e6:.0f} µs on the "
+              f"2-worker side; 1 worker {result.one_cpu_per_request * 1e6:.0f} µs, 2 workers "
+              f"{result.two_cpu_per_request * 1e6:.0f} µs")
         report.check(f"workers: every round spread over both workers (busiest at most "
                      f"{100 * result.most_uneven:.0f}% <= {100 * UNEVEN:.0f}%)", result.most_uneven <= UNEVEN)
         report.check(f"workers: 4 connections on 2 workers {result.median:.2f}x of 1 worker, median round "
                      f"(>= {WORKERS})", result.median >= WORKERS)
         report.data["workers"] = {"median": round(result.median, 3), "worst": round(result.worst, 3),
+                                  "client": result.client,
+                                  "client_cpu_us": round(result.client_cpu_per_request * 1e6, 1),
+                                  "one_worker_cpu_us": round(result.one_cpu_per_request * 1e6, 1),
+                                  "two_workers_cpu_us": round(result.two_cpu_per_request * 1e6, 1),
                                   "most_uneven": round(result.most_uneven, 3),
                                   "rounds": [[round(a, 1), round(b, 1)] for a, b, _ in result.rounds]}
     finally:
@@ -292,10 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     args.server_args = [part for a in args.server_args for part in a.split("=", 1)]
     if args.quick:
         args.rounds, args.block, args.reconnects, args.rounds_workers = 1, 0.05, 1, 1
+        args.wrk_groups, args.wrk_block = 1, 1
         args.inproc_rounds, args.inproc_target = 2, 0.002
         args.floor_rounds, args.floor_block = 1, 0.05
     else:
         args.rounds, args.block, args.reconnects, args.rounds_workers = 6, 0.2, 3, 2
+        args.wrk_groups, args.wrk_block = 5, 1
         args.inproc_rounds, args.inproc_target = 6, 0.02
         args.floor_rounds, args.floor_block = 8, 0.4
 

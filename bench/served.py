@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import socket
 import ssl
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import wrk
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -403,6 +405,10 @@ class Scaling:
     """Throughput of the same load on 2 workers and on 1, per round of fresh connections."""
 
     rounds: list[tuple[float, float, list[int]]]  # (rps 2 workers, rps 1 worker, ticks per worker)
+    client: str = "Python threads"
+    client_cpu_per_request: float = 0.0  # on the 2-worker side
+    one_cpu_per_request: float = 0.0  # the one worker's
+    two_cpu_per_request: float = 0.0  # the two workers'
 
     @property
     def worst(self) -> float:
@@ -410,8 +416,7 @@ class Scaling:
 
     @property
     def median(self) -> float:
-        ratios = sorted(two / one for two, one, _ in self.rounds)
-        return ratios[len(ratios) // 2]
+        return statistics.median(two / one for two, one, _ in self.rounds)
 
     @property
     def most_uneven(self) -> float:
@@ -425,14 +430,51 @@ class Scaling:
 
 def run_scaling(load: Load, two: Server, one: Server, body: bytes, reconnects: int, rounds: int,
                 seconds: float) -> Scaling:
-    out = []
+    out, client, one_cpu, two_cpu = [], [], [], []
     for _ in range(reconnects):
         load.reconnect()
         a, b = Side(), Side()
         abba(load, (Job(two.name, [post("/validate", body)]), two, a),
              (Job(one.name, [post("/validate", body)]), one, b), rounds, seconds)
         out.append((a.rps, b.rps, a.server_ticks[1:]))
-    return Scaling(out)
+        client.append(a.client_cpu_per_request)
+        one_cpu.append(sum(b.server_ticks[1:]) / CLK_TCK / max(1, b.requests))
+        two_cpu.append(sum(a.server_ticks[1:]) / CLK_TCK / max(1, a.requests))
+    return Scaling(out, "Python threads", statistics.median(client), statistics.median(one_cpu),
+                   statistics.median(two_cpu))
+
+
+def run_scaling_wrk(exe: str, tmp: Path, two: Server, one: Server, body: bytes, connections: int, groups: int,
+                    seconds: int) -> Scaling:
+    """``groups`` of A B B A blocks (2 workers, 1, 1, 2), each block a new wrk with fresh connections."""
+    lua = wrk.script(tmp, "/validate?timeout=10s", body)
+    url = {s.name: f"https://127.0.0.1:{s.port}" for s in (two, one)}
+    for server in (two, one):
+        wrk.run(exe, lua, url[server.name], connections, 1)  # warm-up
+    out: list[tuple[float, float, list[int]]] = []
+    every: dict[str, list[wrk.Block]] = {two.name: [], one.name: []}
+    ticks: dict[str, list[int]] = {two.name: [], one.name: []}  # per worker, summed over all groups
+    for _ in range(groups):
+        blocks: dict[str, list[wrk.Block]] = {two.name: [], one.name: []}
+        split = [0] * len(two.workers)  # this group's ticks per worker of the two
+        for server in (two, one, one, two):
+            before = server.ticks()
+            block = wrk.run(exe, lua, url[server.name], connections, seconds)
+            spent = [b - a for a, b in zip(before[1:], server.ticks()[1:], strict=True)]
+            if block.non_200 or block.socket_errors:
+                raise SystemExit(f"{server.name}: {block.non_200} error answers, {block.socket_errors} socket errors")
+            blocks[server.name].append(block)
+            ticks[server.name] = [t + d for t, d in zip(ticks[server.name] or [0] * len(spent), spent, strict=True)]
+            if server is two:
+                split = [t + d for t, d in zip(split, spent, strict=True)]
+        rps = {name: sum(b.requests for b in bs) / sum(b.seconds for b in bs) for name, bs in blocks.items()}
+        out.append((rps[two.name], rps[one.name], split))
+        for name, bs in blocks.items():
+            every[name] += bs
+    requests = {name: sum(b.requests for b in bs) for name, bs in every.items()}
+    cpu = {name: sum(ticks[name]) / CLK_TCK / max(1, requests[name]) for name in every}
+    client = sum(b.client_seconds for b in every[two.name]) / max(1, requests[two.name])
+    return Scaling(out, "wrk", client, cpu[one.name], cpu[two.name])
 
 
 # --- against the floor -------------------------------------------------------------------------

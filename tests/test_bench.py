@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import shutil
 import subprocess
 import sys
 
@@ -74,3 +76,37 @@ def test_audit_bench_runs_and_reports_its_targets() -> None:
     assert lines[1].startswith("podgate check --no-inject, the same Pods")
     assert [line[:4] for line in lines[-2:]] in (["ok  ", "ok  "], ["ok  ", "MISS"], ["MISS", "ok  "],
                                                  ["MISS", "MISS"])
+
+
+def _bench_module(name: str):  # bench/ is a directory of programs, not a package
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+def test_wrk_result_line_is_read_and_its_absence_is_an_error() -> None:
+    wrk = _bench_module("wrk")
+    out = "Running 1s test @ https://127.0.0.1:1\n  1 threads and 4 connections\nPODGATE-BENCH 6210 1000412 3 1\n"
+    assert wrk.parse(out) == (6210, 1.000412, 3, 1)
+    with pytest.raises(ValueError, match="no result line"):
+        wrk.parse("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench installs it)")
+def test_wrk_drives_a_served_podgate_and_counts_what_it_refuses(tmp_path) -> None:
+    """The workers comparison's client against a real server: answers counted, refusals too."""
+    wrk, served = _bench_module("wrk"), _bench_module("served")
+    payloads = _bench_module("payloads")
+    server = served.Server.start("wrk-test", tmp_path, "--workers", "1")
+    try:
+        url = f"https://127.0.0.1:{server.port}"
+        good = wrk.run("wrk", wrk.script(tmp_path, "/validate?timeout=10s",
+                                         payloads.envelope(payloads.one_container(), "wrk-test")), url, 2, 1)
+        assert good.requests > 50 and good.non_200 == 0 and good.socket_errors == 0
+        assert 0.9 < good.seconds < 2.0 and good.client_seconds > 0
+        bad = wrk.run("wrk", wrk.script(tmp_path, "/validate", b'{"kind": "AdmissionReview"}'), url, 2, 1)
+        assert bad.requests > 50 and bad.non_200 == bad.requests
+    finally:
+        server.stop()

@@ -1,0 +1,90 @@
+"""wrk as the load generator where only throughput counts.
+
+The benchmark's own client is Python: about 70 µs of CPU per request, which on a machine with
+two cores takes a third of what two podgate workers could use, so "two workers against one"
+measured the client. wrk (C, one event loop, TLS through OpenSSL) spends about 30 µs per
+request, and it is run as a new process per block, so every block opens fresh connections, as a
+restarted API server would, and the workers' share of them is drawn again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+# Prints one line the benchmark reads; wrk's own report goes to stdout before it.
+_SCRIPT = """\
+wrk.method = "POST"
+wrk.path = "{path}"
+local f = assert(io.open("{body}", "rb"))
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, */*"
+wrk.headers["User-Agent"] = "kube-apiserver-admission"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("PODGATE-BENCH %d %d %d %d\\n", summary.requests, summary.duration,
+                         e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def available() -> str | None:
+    """The wrk executable, or None (the benchmark then falls back to its Python client)."""
+    return shutil.which("wrk")
+
+
+@dataclass
+class Block:
+    """One wrk run: how many answers in how long, and what the client spent on them."""
+
+    requests: int
+    seconds: float
+    non_200: int
+    socket_errors: int
+    client_seconds: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def script(tmp: Path, path: str, body: bytes) -> Path:
+    """A wrk Lua script that POSTs ``body`` to ``path`` as the API server does."""
+    name = hashlib.sha256(path.encode() + b"\0" + body).hexdigest()[:16]
+    body_file = tmp / f"wrk-{name}.json"
+    body_file.write_bytes(body)
+    lua = tmp / f"wrk-{name}.lua"
+    lua.write_text(_SCRIPT.format(path=path, body=body_file))
+    return lua
+
+
+def parse(out: str) -> tuple[int, float, int, int]:
+    """requests, seconds, non-2xx/3xx answers, socket errors from the script's line."""
+    for line in out.splitlines():
+        if line.startswith("PODGATE-BENCH "):
+            requests, micros, status, sockets = (int(x) for x in line.split()[1:5])
+            return requests, micros / 1e6, status, sockets
+    raise ValueError(f"wrk printed no result line:\n{out[-2000:]}")
+
+
+def run(exe: str, lua: Path, url: str, connections: int, seconds: int) -> Block:
+    """``connections`` keep-alive connections from one wrk thread for ``seconds`` (wrk counts whole seconds)."""
+    cmd = [exe, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(lua), url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    try:
+        out = proc.stdout.read(1 << 20).decode(errors="replace")
+    finally:
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk exited with {proc.returncode}:\n{out[-2000:]}")
+    requests, elapsed, non_200, socket_errors = parse(out)
+    return Block(requests, elapsed, non_200, socket_errors, usage.ru_utime + usage.ru_stime)
