@@ -33,8 +33,9 @@ FLOOR_P50 = 1.20  # podgate's p50 at most this times the standard-library floor 
 FLOOR_P99 = 1.50  # and its p99
 FLOOR_CPU = 1.5  # server CPU per request at most this times the floor's
 FLOOR_OUTLIER = 10.0  # no request above this times the floor's p50 (beyond the floor's own such requests)
-SERVED_LATENCY = 1.10  # p50 and p99 of /validate and /mutate at most this times the baseline's
-SERVED_THROUGHPUT = 0.90  # requests/s at least this times the baseline's
+# The served comparison (podgate's endpoints against /baseline in the same server) has no target:
+# it shows what the review adds to a served request, per payload; what a request costs the API
+# server is judged against the floor, which shares nothing with podgate.
 INPROCESS = 2.0  # review at most this times json.loads + json.dumps (stdlib) of the same bytes
 LINEAR = 12.0  # 1,000 listeners at most this times the cost of 100
 # A Deployment's /validate at most this times the /mutate + /validate of each Pod it makes: the
@@ -112,10 +113,8 @@ def run_served(args: argparse.Namespace, tmp: Path, report: Report) -> None:
             share = "/".join(f"{100 * t / max(1, sum(workers)):.0f}" for t in workers)
             print(f"{'':28} {'ratio':10} {r['rps']:8.2f} {r['p50']:8.2f} {r['p99']:8.2f} {r['cpu']:11.2f}"
                   f"   worker CPU split {share}%")
-            report.check(f"served {name} {path}: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x (<= {SERVED_LATENCY})",
-                         r["p50"] <= SERVED_LATENCY and r["p99"] <= SERVED_LATENCY)
-            report.check(f"served {name} {path}: throughput {r['rps']:.2f}x (>= {SERVED_THROUGHPUT})",
-                         r["rps"] >= SERVED_THROUGHPUT)
+        print("\n(no target: these ratios are the review's share of a served request; the floor targets judge "
+              "what a request costs)")
         report.data["served"] = [
             {"scenario": p.name, "path": p.path, **{f"ratio_{k}": round(v, 3) for k, v in p.ratios().items()},
              "podgate": _side(p.podgate), "baseline": _side(p.baseline)} for p in pairs]
