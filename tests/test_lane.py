@@ -319,3 +319,58 @@ def test_garbage_is_collected_between_requests_as_the_thresholds_say() -> None:
         gc.set_threshold(*thresholds)
         if was_enabled:
             gc.enable()
+
+
+def test_a_log_reader_that_stops_reading_stops_no_answer(tmp_path: Path) -> None:
+    """podgate's stderr is a pipe that nobody reads (a stuck log collector): once it is full, the
+    event loop goes on answering Pods and /healthz, and counts them; the lines it could not write
+    wait for the reader, and when it reads again they come out in order."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    from .live_server import listening_port, stop
+
+    cmd = [sys.executable, "-m", "webhook.cli", "serve", "--bind", "127.0.0.1:0", "--cert-dir",
+           str(tmp_path / "certs"), "--workers", "1", "--drain-seconds", "0"]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    assert process.stdout is not None
+    review = json.loads(RECORDED[3].read_text())
+    try:
+        started_up, fd, deadline = b"", process.stdout.fileno(), time.monotonic() + 90
+        while not (port := listening_port(started_up.decode(errors="replace"))):  # then the pipe is not read
+            assert process.poll() is None and time.monotonic() < deadline, f"podgate serve did not start: {started_up!r}"
+            if select.select([fd], [], [], 0.5)[0]:
+                started_up += os.read(fd, 1 << 16)
+        server = LiveServer(process, f"https://127.0.0.1:{port}", tmp_path / "certs" / "ca.crt", tmp_path / "certs",
+                            tmp_path / "unused.log")
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "podgate serve did not get ready"
+            try:
+                if server.session().get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        conn = RawTLS(server)  # a 10 s timeout: a blocked event loop fails the exchange
+        total = 1200  # about 400 bytes of log line each: the 64 KiB pipe is full after about 160
+        for i in range(total):
+            review["request"]["uid"] = f"stalled-{i}"
+            assert conn.exchange(go_request("/validate", json.dumps(review).encode())).startswith(b"HTTP/1.1 200 OK")
+        started = time.monotonic()
+        assert server.session().get(f"{server.url}/healthz", timeout=5).status_code == 200
+        assert time.monotonic() - started < 1.0
+        metrics = server.session().get(f"{server.url}/metrics", timeout=5).text
+        conn.close()
+        assert re.search(rf'podgate_admission_requests_total\{{operation="CREATE",result="allowed",'
+                         rf'webhook="validate"\}} {total}\.0', metrics), metrics[-3000:]
+        out, deadline = b"", time.monotonic() + 30
+        while time.monotonic() < deadline and out.count(b'"uid":"stalled-') < total:
+            if select.select([fd], [], [], 0.5)[0]:
+                out += os.read(fd, 1 << 16)
+    finally:
+        stop(process)
+        process.stdout.close()
+    uids = [json.loads(line)["uid"] for line in out.decode().splitlines()
+            if line.startswith("{") and '"uid":"stalled-' in line]
+    assert uids == [f"stalled-{i}" for i in range(total)]

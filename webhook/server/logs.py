@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import sys
 import time
 from typing import Any
@@ -52,6 +53,45 @@ class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.write(self.terminator.join(lines) + self.terminator)
             self.flush()
 
+    def write_ready(self, lines: list[str]) -> int:
+        """Write the first lines that can be written without blocking: while no other thread is
+        writing and the stream polls ready, in writes that a pipe takes whole. How many were."""
+        if not self.lock.acquire(blocking=False):  # type: ignore[union-attr]
+            return 0
+        try:
+            done, end = 0, self.terminator
+            while done < len(lines) and _ready(self.stream):
+                chunk, size = [], 0
+                for line in lines[done:]:
+                    size += len(line.encode()) + len(end)
+                    if size > _ATOMIC_WRITE:
+                        break
+                    chunk.append(line)
+                if not chunk:  # a line longer than one atomic write: the thread writes it
+                    break
+                self.stream.write(end.join(chunk) + end)
+                self.flush()
+                done += len(chunk)
+            return done
+        finally:
+            self.lock.release()  # type: ignore[union-attr]
+
+
+# A pipe that polls writable takes a write up to this size whole, without blocking (one writer).
+_ATOMIC_WRITE = select.PIPE_BUF
+
+
+def _ready(stream: Any) -> bool:
+    """Whether a write to ``stream`` returns at once: its descriptor polls writable (a stream
+    without one, such as an in-memory buffer, never blocks)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLOUT for _, events in poller.poll(0))
+
 
 _DECISIONS = logging.getLogger("podgate.decision")
 
@@ -72,25 +112,36 @@ def _direct_handlers(logger: logging.Logger) -> list[JsonLineHandler] | None:
     return found
 
 
-def decisions(entries: list[tuple[float, dict[str, Any]]]) -> None:
+def decisions(entries: list[tuple[float, dict[str, Any]]], wait: bool = True) -> int:
     """Log admission decisions, each ``(time, fields)``: INFO lines of ``podgate.decision``.
 
     Every Pod creation comes through here. When the records would only reach podgate's own JSON
-    handlers (the normal case), the lines JsonFormatter would write are rendered without a
+    handler (the normal case), the lines JsonFormatter would write are rendered without a
     LogRecord (caller lookup, thread and process names: a third of the cost) and written in one
     go. Any other handler or filter gets real records through ``logging``.
+
+    ``wait=False`` writes only what cannot block (``JsonLineHandler.write_ready``), and only
+    through one handler of podgate's own. How many of the entries, from the first, were logged.
     """
     if not entries or not _DECISIONS.isEnabledFor(logging.INFO):
-        return
+        return len(entries)
     handlers = _direct_handlers(_DECISIONS)
     if handlers is None:
+        if not wait:
+            return 0
         for _created, fields in entries:
             _DECISIONS.info("decision", extra={"fields": fields})
-        return
-    if handlers:
-        lines = [render(created, "info", "podgate.decision", "decision", fields) for created, fields in entries]
-        for handler in handlers:
-            handler.write_lines(lines)
+        return len(entries)
+    if not handlers:
+        return len(entries)
+    if not wait and len(handlers) > 1:
+        return 0
+    lines = [render(created, "info", "podgate.decision", "decision", fields) for created, fields in entries]
+    if not wait:
+        return handlers[0].write_ready(lines)
+    for handler in handlers:
+        handler.write_lines(lines)
+    return len(entries)
 
 
 LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -12,6 +12,12 @@ GIL from it for a millisecond or two every ``interval``, a wait that a request a
 to sit out (most of the 99th percentile, measured). The thread remains for what the request
 threads answer and for what is left when requests stop coming.
 
+The event loop never waits for the log stream: it writes a batch only if the stream can take it
+at once (``logs.decisions(..., wait=False)``), else leaves it to the thread, which may block in
+the write (a log reader that stopped reading: a full pipe). Past ``MAX_QUEUED`` waiting lines,
+the event loop drops the oldest line, not its metrics, and the thread says how many were dropped
+once the stream takes lines again: /healthz and the next Pod must not wait for a log reader.
+
 The price: log lines and metrics appear up to ``interval`` seconds late (a scrape every 15 s
 does not notice), and a worker killed outright (SIGKILL, OOM) loses at most that much. A worker
 that exits otherwise (drain, ``--max-requests`` recycling, worker timeout) reports everything
@@ -34,9 +40,9 @@ from . import logs, metrics
 
 log = logging.getLogger("podgate")
 
-# time answered, log line fields, metrics: small, so that a batch keeps no request alive (a queue
-# of whole requests made the garbage collector's work per request larger than the rules')
-Report = tuple[float, dict[str, Any], metrics.Sample]
+# time answered, log line fields: small, so that a batch keeps no request alive (a queue of whole
+# requests made the garbage collector's work per request larger than the rules')
+Line = tuple[float, dict[str, Any]]
 
 
 def decision_fields(webhook: Webhook, outcome: Outcome, seconds: float) -> dict[str, Any]:
@@ -59,60 +65,97 @@ def decision_fields(webhook: Webhook, outcome: Outcome, seconds: float) -> dict[
 class Reporter:
     """Logs and counts each answered request: inline, or every ``interval`` seconds in a batch."""
 
-    MAX_QUEUED = 10_000  # past this (the log stream stopped taking lines), callers report inline
+    MAX_QUEUED = 10_000  # log lines waiting for the stream; past this, see ``report``
     # the event loop reports this many at once: one write for their lines, each counter once, and
     # short enough (about 50 µs) that the API server's next request seldom waits for it
     DRAIN_BATCH = 8
 
     def __init__(self, interval: float | None = None) -> None:
         self.interval = interval
-        self._queue: deque[Report] = deque()
+        self._lines: deque[Line] = deque()  # for the log stream, oldest first
+        self._uncounted: deque[metrics.Sample] = deque()  # for the metrics, which never wait for the log
         self._queued = threading.Event()
-        self._lock = threading.Lock()  # one batch at a time, so lines keep their order
+        self._lock = threading.Lock()  # one writer at a time, so lines keep their order
         self._writer_pid = 0  # the process whose thread is running: none in a forked child
+        self._stalled = False  # the stream did not take the event loop's last lines: the thread writes
+        self._dropped = 0  # lines dropped while the log stream took none, not yet told
 
-    def report(self, webhook: Webhook, outcome: Outcome, seconds: float) -> None:
+    def report(self, webhook: Webhook, outcome: Outcome, seconds: float, *, wait: bool = True) -> None:
+        """Queue the answer's log line and metrics. Past ``MAX_QUEUED`` waiting lines (the stream
+        stopped taking them) the caller writes them itself, or with ``wait=False`` (the event loop,
+        which must not wait) the oldest line is dropped and counted."""
         if self.interval is not None and self._writer_pid != os.getpid():
             self._start()
-        self._queue.append((time.time(), decision_fields(webhook, outcome, seconds),
-                            metrics.sample(webhook, outcome, seconds)))
-        if self.interval is None or len(self._queue) >= self.MAX_QUEUED:
+        lines = self._lines
+        lines.append((time.time(), decision_fields(webhook, outcome, seconds)))
+        self._uncounted.append(metrics.sample(webhook, outcome, seconds))
+        if self.interval is None:
             self.flush()
+        elif len(lines) >= self.MAX_QUEUED:
+            if wait:
+                self.flush()
+            else:
+                self._drop_oldest()
         elif not self._queued.is_set():
             self._queued.set()
 
     def flush(self) -> None:
-        """Report everything queued, in order: one write for all the log lines."""
+        """Report everything queued, in order: one write for all the log lines (which may wait)."""
+        self._count()
         with self._lock:
-            self._flush_locked()
+            self._write(wait=True)
 
     def drain(self) -> None:
-        """``flush`` once a batch is full or due, unless a flush is under way: for the worker's
-        event loop, which reports what it answered before it waits for the next request, and
-        must not wait for the thread."""
-        queue = self._queue
-        if not queue or (len(queue) < self.DRAIN_BATCH and time.time() - queue[0][0] < (self.interval or 0.0)):
+        """For the worker's event loop, before it waits for the next request: once a batch is
+        full or due, count it, and write its lines if the stream takes them at once; never wait
+        for the stream or for the thread."""
+        lines = self._lines
+        if not lines or (len(lines) < self.DRAIN_BATCH and time.time() - lines[0][0] < (self.interval or 0.0)):
             return
-        if self._lock.acquire(blocking=False):
+        self._count()
+        if not self._stalled and self._lock.acquire(blocking=False):
             try:
-                self._flush_locked()
+                self._write(wait=False)
             finally:
                 self._lock.release()
 
-    def _flush_locked(self) -> None:
-        queue, batch = self._queue, []
-        while queue:
-            batch.append(queue.popleft())
-        if not batch:
+    def _count(self) -> None:
+        uncounted, batch = self._uncounted, []
+        while uncounted:
+            batch.append(uncounted.popleft())
+        if batch:
+            metrics.record(batch)
+
+    def _write(self, wait: bool) -> None:
+        lines, batch = self._lines, []
+        while lines:
+            batch.append(lines.popleft())
+        written = logs.decisions(batch, wait=wait) if batch else 0
+        if written < len(batch):  # not ready: back in the queue, in order, for the thread to write
+            lines.extendleft(reversed(batch[written:]))
+            self._stalled = True
+            self._queued.set()
             return
-        logs.decisions([(answered, fields) for answered, fields, _ in batch])
-        metrics.record(taken for _, _, taken in batch)
+        self._stalled = False
+        if wait and self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            log.warning("the log stream took no lines for a while: %d decision log lines were dropped "
+                        "(their metrics were counted)", dropped)
+
+    def _drop_oldest(self) -> None:
+        try:
+            self._lines.popleft()
+        except IndexError:  # the thread took the queue meanwhile
+            return
+        self._dropped += 1
+        self._queued.set()
 
     def _start(self) -> None:
         with self._lock:
             if self._writer_pid == os.getpid():
                 return
-            self._queue.clear()  # a fork's copy of the parent's queue: the parent reports those
+            self._lines.clear()  # a fork's copy of the parent's queues: the parent reports those
+            self._uncounted.clear()
             self._writer_pid = os.getpid()
             atexit.register(self.flush)  # runs before logging's own shutdown, registered earlier
             threading.Thread(target=self._run, name="podgate-report", daemon=True).start()

@@ -206,7 +206,7 @@ class DirectAdmission:
         if self._unreported:
             report = self.state.reporter.report
             for webhook, outcome, seconds in self._unreported:
-                report(webhook, outcome, seconds)
+                report(webhook, outcome, seconds, wait=False)
             self._unreported.clear()
         self.state.reporter.drain()
 
