@@ -61,17 +61,14 @@ class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         try:
             done, end = 0, self.terminator
             while done < len(lines) and _ready(self.stream):
-                chunk, size = [], 0
-                for line in lines[done:]:
-                    size += len(line.encode()) + len(end)
-                    if size > _ATOMIC_WRITE:
-                        break
-                    chunk.append(line)
-                if not chunk:  # a line longer than one atomic write: the thread writes it
+                upto, size = done, 0
+                while upto < len(lines) and (size := size + len(lines[upto].encode()) + len(end)) <= _ATOMIC_WRITE:
+                    upto += 1
+                if upto == done:  # a line longer than one atomic write: the thread writes it
                     break
-                self.stream.write(end.join(chunk) + end)
+                self.stream.write(end.join(lines[done:upto]) + end)
                 self.flush()
-                done += len(chunk)
+                done = upto
             return done
         finally:
             self.lock.release()  # type: ignore[union-attr]
