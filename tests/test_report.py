@@ -178,3 +178,22 @@ def test_the_event_loop_leaves_a_line_too_long_for_one_pipe_write_to_the_thread(
     assert handler.write_ready(["x" * 5000]) == 0
     assert handler.write_ready(["a" * 3000, "b" * 3000, "c" * 5000]) == 2  # two writes, then the long one waits
     assert _read_all(read_end) == "a" * 3000 + "\n" + "b" * 3000 + "\n"
+
+
+def test_the_event_loops_reports_wake_no_thread_and_say_when_they_are_due(
+        written: list[tuple[str, list[str]]]) -> None:
+    """The event loop's own answers are drained by the event loop: the reporter thread is not
+    woken for them (it would take the GIL from the next request), and the loop is told how long
+    it may wait before the oldest of them is due."""
+    reporter = Reporter(0.2)
+    reporter.report("validate", outcome("u0"), 0.001, wait=False)
+    assert not reporter._queued.is_set()
+    again = reporter.drain()
+    assert again is not None and 0 < again <= 0.2 and written == []
+    time.sleep(again)
+    assert reporter.drain() is None
+    assert written == [("MainThread", ["u0"])]
+    for i in range(1, 1 + Reporter.DRAIN_BATCH):  # a full batch is written at once, not when due
+        reporter.report("validate", outcome(f"u{i}"), 0.001, wait=False)
+    assert reporter.drain() is None and len(written[-1][1]) == Reporter.DRAIN_BATCH
+    assert not reporter._queued.is_set()

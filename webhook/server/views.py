@@ -200,15 +200,15 @@ class DirectAdmission:
     def _unreported_append(self, webhook: Webhook, outcome: Outcome, seconds: float) -> None:
         self._unreported.append((webhook, outcome, seconds))
 
-    def idle(self) -> None:
+    def idle(self) -> float | None:
         """Report what ``answer`` answered, now that it is sent (the worker's event loop calls
-        this before it waits for more, and when it stops)."""
+        this before it waits for more, and when it stops). How soon to call again, if at all."""
         if self._unreported:
             report = self.state.reporter.report
             for webhook, outcome, seconds in self._unreported:
                 report(webhook, outcome, seconds, wait=False)
             self._unreported.clear()
-        self.state.reporter.drain()
+        return self.state.reporter.drain()
 
     def _respond(self, webhook: Webhook, body: bytes, labels: NamespaceLabels | None = None,
                  report: Report | None = None) -> tuple[str, bytes]:

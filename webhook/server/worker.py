@@ -216,7 +216,8 @@ class BalancedThreadWorker(ThreadWorker):
         # (path, content type, body) -> (status line, body), or None: lane.py's requests answered
         # by the event loop (views.DirectAdmission.answer; None: every request goes to a thread)
         self._answer: Callable[[str, str, bytes], tuple[str, bytes] | None] | None = None
-        self._idle: Callable[[], None] = lambda: None  # what the app does before the loop waits
+        # what the app does before the loop waits; it says how soon it wants to be called again
+        self._idle: Callable[[], float | None] = lambda: None
         self._collect_when_idle = False  # the collector runs between requests, not in one
         self._field_limits = lane.FieldLimits()
         super().__init__(*args, **kwargs)
@@ -245,7 +246,8 @@ class BalancedThreadWorker(ThreadWorker):
             timeout = min(timeout, RECHECK)
         if self.collecting:
             timeout = max(0.0, min(timeout, self._next_deadline - time.perf_counter()))
-        self._idle()
+        if (again := self._idle()) is not None:
+            timeout = min(timeout, again)
         if self._collect_when_idle:
             collect_garbage()
         super().wait_for_and_dispatch_events(timeout)
