@@ -423,10 +423,6 @@ class Scaling:
         """The largest share of CPU one worker of the two took in any round (0.5: even)."""
         return max(max(ticks) / max(1, sum(ticks)) for _, _, ticks in self.rounds)
 
-    @property
-    def mean(self) -> float:
-        return sum(two / one for two, one, _ in self.rounds) / len(self.rounds)
-
 
 def run_scaling(load: Load, two: Server, one: Server, body: bytes, reconnects: int, rounds: int,
                 seconds: float) -> Scaling:
@@ -453,7 +449,7 @@ def run_scaling_wrk(exe: str, tmp: Path, two: Server, one: Server, body: bytes, 
         wrk.run(exe, lua, url[server.name], connections, 1)  # warm-up
     out: list[tuple[float, float, list[int]]] = []
     every: dict[str, list[wrk.Block]] = {two.name: [], one.name: []}
-    ticks: dict[str, list[int]] = {two.name: [], one.name: []}  # per worker, summed over all groups
+    ticks = {s.name: [0] * len(s.workers) for s in (two, one)}  # per worker, summed over all groups
     for _ in range(groups):
         blocks: dict[str, list[wrk.Block]] = {two.name: [], one.name: []}
         split = [0] * len(two.workers)  # this group's ticks per worker of the two
@@ -464,7 +460,7 @@ def run_scaling_wrk(exe: str, tmp: Path, two: Server, one: Server, body: bytes, 
             if block.non_200 or block.socket_errors:
                 raise SystemExit(f"{server.name}: {block.non_200} error answers, {block.socket_errors} socket errors")
             blocks[server.name].append(block)
-            ticks[server.name] = [t + d for t, d in zip(ticks[server.name] or [0] * len(spent), spent, strict=True)]
+            ticks[server.name] = [t + d for t, d in zip(ticks[server.name], spent, strict=True)]
             if server is two:
                 split = [t + d for t, d in zip(split, spent, strict=True)]
         rps = {name: sum(b.requests for b in bs) / sum(b.seconds for b in bs) for name, bs in blocks.items()}

@@ -10,7 +10,7 @@ restarted API server would, and the workers' share of them is drawn again.
 from __future__ import annotations
 
 import hashlib
-import os
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -76,15 +76,12 @@ def parse(out: str) -> tuple[int, float, int, int]:
 def run(exe: str, lua: Path, url: str, connections: int, seconds: int) -> Block:
     """``connections`` keep-alive connections from one wrk thread for ``seconds`` (wrk counts whole seconds)."""
     cmd = [exe, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(lua), url]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
-    try:
-        out = proc.stdout.read(1 << 20).decode(errors="replace")
-    finally:
-        proc.stdout.close()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the servers still run: only wrk is reaped
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=seconds + 30)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = proc.stdout.decode(errors="replace")
     if proc.returncode != 0:
         raise SystemExit(f"wrk exited with {proc.returncode}:\n{out[-2000:]}")
     requests, elapsed, non_200, socket_errors = parse(out)
-    return Block(requests, elapsed, non_200, socket_errors, usage.ru_utime + usage.ru_stime)
+    client = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Block(requests, elapsed, non_200, socket_errors, client)
